@@ -1,0 +1,83 @@
+"""hardway as a library: every CLI command is one call here.
+
+    import hardway.api as hw
+    hw.init("mylab", preset="basic")
+    hw.pki_init("mylab")
+    hw.render("mylab")
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from .clusterdir import ClusterDir
+from .errors import OperationError, UsageError
+from .export import ExportReport, write_bundles
+from .fsio import write_atomic
+from .kubeconfig_merge import merge_kubeconfig
+from .material import MaterialReport, ensure_material, load_material
+from .pki import inspect
+from .render import ClusterBundle, render_cluster
+from .spec.load import LoadedSpec, load_spec, parse_spec
+from .spec.presets import PRESETS, render_preset
+
+
+def init(directory: str | Path, preset: str = "basic", mirror: str | None = None,
+         name: str | None = None, force: bool = False) -> Path:
+    """Create DIR/cluster.yaml from a preset. Refuses to overwrite unless `force`."""
+    if preset not in PRESETS:
+        raise UsageError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    cd = ClusterDir.at(directory)
+    if cd.spec.exists() and not force:
+        raise UsageError(f"{cd.spec} already exists; edit it, or pass --force to replace it")
+    if name is None:
+        name = re.sub(r"[^a-z0-9-]+", "-", cd.root.resolve().name.lower()).strip("-")[:63] or "lab"
+    text = render_preset(preset, name, mirror)
+    parse_spec(text, str(cd.spec))  # a preset that does not validate is a bug; fail loudly
+    write_atomic(cd.spec, text.encode(), 0o644)
+    return cd.spec
+
+
+def validate(directory: str | Path = ".") -> LoadedSpec:
+    return load_spec(ClusterDir.at(directory).spec)
+
+
+def pki_init(directory: str | Path = ".", reissue: tuple[str, ...] = ()) -> MaterialReport:
+    cd = ClusterDir.at(directory)
+    return ensure_material(cd, validate(directory).spec, reissue)
+
+
+def pki_show(directory: str | Path = ".") -> list[inspect.CertRow]:
+    cd = ClusterDir.at(directory)
+    return inspect.show(cd, validate(directory).spec)
+
+
+def pki_check(directory: str | Path = ".", days: int = 30) -> list[str]:
+    cd = ClusterDir.at(directory)
+    return inspect.check(cd, validate(directory).spec, days)
+
+
+def admin_kubeconfig_path(directory: str | Path = ".") -> Path:
+    cd = ClusterDir.at(directory)
+    validate(directory)
+    path = cd.kubeconfig("admin")
+    if not path.exists():
+        raise OperationError(f"{path} does not exist yet; run `hardway pki init` first")
+    return path
+
+
+def merge_admin_kubeconfig(directory: str | Path = ".", target: Path | None = None) -> Path:
+    target = target or Path.home() / ".kube" / "config"
+    merge_kubeconfig(admin_kubeconfig_path(directory).read_bytes(), target)
+    return target
+
+
+def render(directory: str | Path = ".", out: str | Path | None = None) -> tuple[ClusterBundle, ExportReport, MaterialReport]:
+    """Ensure the material exists (idempotent), render every bundle and write them."""
+    cd = ClusterDir.at(directory)
+    spec = validate(directory).spec
+    material_report = ensure_material(cd, spec)
+    bundles = render_cluster(spec, load_material(cd, spec))
+    report = write_bundles(bundles, Path(out) if out else cd.bundles)
+    return bundles, report, material_report

@@ -1,0 +1,117 @@
+"""`hardway pki show` and `hardway pki check`: read the PKI on disk and judge it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+
+from cryptography import x509
+
+from ..clusterdir import ClusterDir
+from ..errors import OperationError
+from ..spec.model import ClusterSpec
+from . import store
+from .issue import key_type_of, public_pem
+from .profiles import SERVICE_ACCOUNT, certificate_plan
+from .verify import differences, names_of, sans_of
+
+
+@dataclass(frozen=True)
+class CertRow:
+    name: str
+    issuer: str
+    cn: str
+    orgs: tuple[str, ...]
+    sans: tuple[str, ...]
+    not_after: dt.datetime | None
+    key_type: str
+
+
+def show(cd: ClusterDir, spec: ClusterSpec) -> list[CertRow]:
+    rows = []
+    for profile in certificate_plan(spec):
+        cert = store.load_cert(cd.cert(profile.name))
+        if cert is None:
+            rows.append(CertRow(profile.name, "-", "(missing)", (), (), None, "-"))
+            continue
+        cn, orgs = names_of(cert)
+        issuer_cn = cert.issuer.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)
+        rows.append(
+            CertRow(profile.name, str(issuer_cn[0].value) if issuer_cn else "?", cn, orgs,
+                    sans_of(cert), cert.not_valid_after_utc, key_type_of(cert.public_key()))  # type: ignore[arg-type]
+        )
+    sa = store.load_key(cd.key(SERVICE_ACCOUNT))
+    rows.append(CertRow(SERVICE_ACCOUNT, "(key pair)", "service-account signing key", (), (), None,
+                        key_type_of(sa) if sa else "(missing)"))
+    return rows
+
+
+def check(cd: ClusterDir, spec: ClusterSpec, days: int = 30, now: dt.datetime | None = None) -> list[str]:
+    """Every problem found; empty means the PKI is sound for this spec."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    problems: list[str] = []
+    loaded: dict[str, x509.Certificate] = {}
+    for profile in certificate_plan(spec):
+        cert_path, key_path = cd.cert(profile.name), cd.key(profile.name)
+        try:
+            cert = store.load_cert(cert_path)
+            key = store.load_key(key_path)
+        except OperationError as e:
+            problems.append(str(e))
+            continue
+        if cert is None:
+            problems.append(f"{profile.name}: {cert_path} is missing (run `hardway pki init`)")
+            continue
+        loaded[profile.name] = cert
+        if key is None:
+            problems.append(f"{profile.name}: {key_path} is missing")
+        issuer = loaded.get(profile.issuer) if profile.issuer else None
+        if profile.issuer and issuer is None:
+            problems.append(f"{profile.name}: its issuer {profile.issuer} is missing, chain unverifiable")
+        else:
+            for reason in differences(profile, cert, key, issuer, spec.pki.key_type):
+                problems.append(f"{profile.name}: {reason}")
+        left = cert.not_valid_after_utc - now
+        if left <= dt.timedelta(0):
+            problems.append(f"{profile.name}: expired on {cert.not_valid_after_utc:%Y-%m-%d}")
+        elif left <= dt.timedelta(days=days):
+            problems.append(
+                f"{profile.name}: expires in {left.days} days ({cert.not_valid_after_utc:%Y-%m-%d}), "
+                f"within --days {days}; reissue with `hardway pki init --reissue {profile.name}`"
+            )
+        if cert.not_valid_before_utc > now:
+            problems.append(f"{profile.name}: not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M}")
+        problems += _mode_problems(key_path, 0o600)
+    problems += _service_account(cd)
+    for path in sorted(cd.kubeconfigs.glob("*.kubeconfig")):
+        problems += _mode_problems(path, 0o600)
+    problems += _mode_problems(cd.encryption_key, 0o600)
+    return problems
+
+
+def _mode_problems(path, want: int) -> list[str]:
+    try:
+        mode = os.stat(path).st_mode & 0o777
+    except FileNotFoundError:
+        return []
+    if mode & ~want:
+        return [f"{path}: mode {mode:04o} lets others read it; run `chmod {want:o} {path}`"]
+    return []
+
+
+def _service_account(cd: ClusterDir) -> list[str]:
+    key_path, pub_path = cd.key(SERVICE_ACCOUNT), cd.pki / f"{SERVICE_ACCOUNT}.pub"
+    key = store.load_key(key_path)
+    if key is None:
+        return [f"{SERVICE_ACCOUNT}: {key_path} is missing (run `hardway pki init`)"]
+    out = _mode_problems(key_path, 0o600)
+    kind = key_type_of(key)
+    if not kind.startswith(("rsa-", "ecdsa-")):
+        out.append(f"{SERVICE_ACCOUNT}: {kind} cannot sign service-account tokens (RSA or ECDSA only)")
+    try:
+        if pub_path.read_bytes() != public_pem(key):
+            out.append(f"{SERVICE_ACCOUNT}: {pub_path} is not the public half of {key_path}")
+    except FileNotFoundError:
+        out.append(f"{SERVICE_ACCOUNT}: {pub_path} is missing")
+    return out

@@ -1,0 +1,60 @@
+"""PKI state on disk: certificates and keys in DIR/pki, read and written atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from ..clusterdir import ClusterDir
+from ..errors import OperationError
+from ..fsio import write_atomic
+from .issue import PrivateKey, cert_pem, key_pem, public_pem
+
+KEY_MODE = 0o600
+CERT_MODE = 0o644
+
+
+def load_cert(path: Path) -> x509.Certificate | None:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        return x509.load_pem_x509_certificate(data)
+    except ValueError as e:
+        raise OperationError(f"{path} is not a PEM certificate ({e}); restore it from a backup or delete it to reissue") from None
+
+
+def load_key(path: Path) -> PrivateKey | None:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as e:
+        raise OperationError(f"{path} is not an unencrypted PEM private key ({e})") from None
+    return key  # type: ignore[return-value]
+
+
+def save_pair(cd: ClusterDir, name: str, cert: x509.Certificate, key: PrivateKey) -> list[Path]:
+    written = []
+    # The key first: a crash between the two leaves a key without a certificate, which the
+    # next run reissues, never a certificate whose key is gone.
+    if write_atomic(cd.key(name), key_pem(key), KEY_MODE):
+        written.append(cd.key(name))
+    if write_atomic(cd.cert(name), cert_pem(cert), CERT_MODE):
+        written.append(cd.cert(name))
+    return written
+
+
+def save_keypair(cd: ClusterDir, name: str, key: PrivateKey) -> list[Path]:
+    written = []
+    if write_atomic(cd.key(name), key_pem(key), KEY_MODE):
+        written.append(cd.key(name))
+    pub = cd.pki / f"{name}.pub"
+    if write_atomic(pub, public_pem(key), CERT_MODE):
+        written.append(pub)
+    return written

@@ -1,0 +1,34 @@
+"""Rendering: spec + material in, one bundle per node out. No I/O, deterministic."""
+
+from __future__ import annotations
+
+from ..material import Material
+from ..spec.model import ClusterSpec, Role
+from .bundle import Binary, Bundle, ClusterBundle, File, Phase, Unit
+from .control_plane import render_control_plane
+from .etcd import render_etcd
+from .host import render_host
+from .kubeconfig import cluster_kubeconfigs
+from .lb import render_lb
+from .manifests import cluster_manifests
+from .worker import render_worker
+
+
+def render_cluster(spec: ClusterSpec, material: Material) -> ClusterBundle:
+    kubeconfigs = cluster_kubeconfigs(spec, material)
+    nodes: dict[str, Bundle] = {}
+    for node in spec.nodes:
+        bundle = Bundle(node.name, tuple(r.value for r in node.roles))
+        render_host(spec, node, bundle)
+        if node.has(Role.controller):
+            render_etcd(spec, node, material, bundle)
+            render_control_plane(spec, node, material, kubeconfigs, bundle)
+        if node.has(Role.lb) or (node.has(Role.controller) and spec.load_balancer.mode.value == "keepalived"):
+            render_lb(spec, node, material, bundle)
+        if node.has(Role.worker):
+            render_worker(spec, node, material, kubeconfigs, bundle)
+        nodes[node.name] = bundle
+    return ClusterBundle(nodes, cluster_manifests(spec))
+
+
+__all__ = ["Binary", "Bundle", "ClusterBundle", "File", "Phase", "Unit", "render_cluster"]

@@ -1,0 +1,186 @@
+"""kube-apiserver, kube-controller-manager and kube-scheduler as systemd units on controllers."""
+
+from __future__ import annotations
+
+from ..material import Material
+from ..pki.profiles import SERVICE_ACCOUNT
+from ..spec import versions
+from ..spec.model import APISERVER_PORT, ClusterSpec, Node
+from .bundle import Bundle, File, Phase, Unit
+from .common import BIN, ETCD_PKI, K8S, PKI, SECRET, flags, optional, systemd_unit, yaml_file
+from .encryption import AUDIT_POLICY, ENCRYPTION_CONFIG, audit_policy, encryption_config
+from .etcd import etcd_servers
+
+# Both CIS lists; Go picks ECDSA or RSA suites by the certificate's key (Ed25519 uses the
+# ECDSA suites under TLS 1.2). TLS 1.3 suites are not configurable and always allowed.
+TLS_CIPHER_SUITES = (
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,"
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305,TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,"
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305"
+)
+CONTROLLER_MANAGER_CONF = f"{K8S}/controller-manager.conf"
+SCHEDULER_CONF = f"{K8S}/scheduler.conf"
+SCHEDULER_CONFIG = f"{K8S}/kube-scheduler.yaml"
+
+# Certificates and keys each controller carries, by pki profile -> file stem in /etc/kubernetes/pki.
+_CONTROLLER_PKI = {
+    "ca": "ca",
+    "apiserver": "apiserver",
+    "apiserver-kubelet-client": "apiserver-kubelet-client",
+    "apiserver-etcd-client": "apiserver-etcd-client",
+    "front-proxy-client": "front-proxy-client",
+}
+
+
+def apiserver_flags(spec: ClusterSpec, node: Node) -> list[str]:
+    m = spec.minor
+    c = "kube-apiserver"
+    issuer = f"https://kubernetes.default.svc.{spec.network.cluster_domain}"
+    return flags(c, m, [
+        ("--advertise-address", node.address),
+        ("--bind-address", "0.0.0.0"),
+        ("--secure-port", APISERVER_PORT),
+        *optional(c, m, "--insecure-port", 0),
+        ("--allow-privileged", True),
+        ("--anonymous-auth", False),
+        ("--authorization-mode", "Node,RBAC"),
+        ("--enable-admission-plugins", "NodeRestriction"),
+        ("--client-ca-file", f"{PKI}/ca.crt"),
+        ("--tls-cert-file", f"{PKI}/apiserver.crt"),
+        ("--tls-private-key-file", f"{PKI}/apiserver.key"),
+        ("--tls-cipher-suites", TLS_CIPHER_SUITES),
+        ("--tls-min-version", "VersionTLS12"),
+        ("--etcd-servers", etcd_servers(spec)),
+        ("--etcd-cafile", f"{ETCD_PKI}/ca.crt"),
+        ("--etcd-certfile", f"{PKI}/apiserver-etcd-client.crt"),
+        ("--etcd-keyfile", f"{PKI}/apiserver-etcd-client.key"),
+        ("--kubelet-certificate-authority", f"{PKI}/ca.crt"),
+        ("--kubelet-client-certificate", f"{PKI}/apiserver-kubelet-client.crt"),
+        ("--kubelet-client-key", f"{PKI}/apiserver-kubelet-client.key"),
+        ("--kubelet-preferred-address-types", "InternalIP,Hostname"),
+        ("--proxy-client-cert-file", f"{PKI}/front-proxy-client.crt"),
+        ("--proxy-client-key-file", f"{PKI}/front-proxy-client.key"),
+        ("--requestheader-client-ca-file", f"{PKI}/front-proxy-ca.crt"),
+        ("--requestheader-allowed-names", "front-proxy-client"),
+        ("--requestheader-extra-headers-prefix", "X-Remote-Extra-"),
+        ("--requestheader-group-headers", "X-Remote-Group"),
+        ("--requestheader-username-headers", "X-Remote-User"),
+        ("--service-account-issuer", issuer),
+        ("--service-account-key-file", f"{PKI}/{SERVICE_ACCOUNT}.pub"),
+        ("--service-account-signing-key-file", f"{PKI}/{SERVICE_ACCOUNT}.key"),
+        ("--service-account-lookup", True),
+        ("--service-cluster-ip-range", spec.network.service_cidr),
+        ("--service-node-port-range", spec.network.service_node_port_range),
+        ("--encryption-provider-config", ENCRYPTION_CONFIG),
+        ("--audit-policy-file", AUDIT_POLICY),
+        ("--audit-log-path", "/var/log/kubernetes/audit.log"),
+        ("--audit-log-maxage", 30),
+        ("--audit-log-maxbackup", 10),
+        ("--audit-log-maxsize", 100),
+        ("--event-ttl", "1h"),
+        ("--profiling", False),
+        ("--v", 2),
+    ])
+
+
+def controller_manager_flags(spec: ClusterSpec) -> list[str]:
+    m = spec.minor
+    return flags("kube-controller-manager", m, [
+        ("--bind-address", "127.0.0.1"),
+        ("--kubeconfig", CONTROLLER_MANAGER_CONF),
+        ("--authentication-kubeconfig", CONTROLLER_MANAGER_CONF),
+        ("--authorization-kubeconfig", CONTROLLER_MANAGER_CONF),
+        ("--client-ca-file", f"{PKI}/ca.crt"),
+        ("--requestheader-client-ca-file", f"{PKI}/front-proxy-ca.crt"),
+        ("--cluster-name", spec.name),
+        # Pod CIDRs are assigned by hardway (kubelet podCIDR + static routes), not allocated.
+        ("--allocate-node-cidrs", False),
+        ("--cluster-signing-cert-file", f"{PKI}/ca.crt"),
+        ("--cluster-signing-key-file", f"{PKI}/ca.key"),
+        ("--root-ca-file", f"{PKI}/ca.crt"),
+        ("--service-account-private-key-file", f"{PKI}/{SERVICE_ACCOUNT}.key"),
+        ("--service-cluster-ip-range", spec.network.service_cidr),
+        ("--use-service-account-credentials", True),
+        ("--leader-elect", True),
+        ("--terminated-pod-gc-threshold", 10),
+        ("--profiling", False),
+        ("--v", 2),
+    ])
+
+
+def scheduler_flags(spec: ClusterSpec) -> list[str]:
+    m = spec.minor
+    c = "kube-scheduler"
+    return flags(c, m, [
+        ("--config", SCHEDULER_CONFIG),
+        ("--bind-address", "127.0.0.1"),
+        ("--authentication-kubeconfig", SCHEDULER_CONF),
+        ("--authorization-kubeconfig", SCHEDULER_CONF),
+        # Ignored when --config is given (the config says enableProfiling: false); kept
+        # where it exists because CIS 1.4.1 looks for it on the command line.
+        *optional(c, m, "--profiling", False),
+        ("--v", 2),
+    ])
+
+
+def scheduler_config(spec: ClusterSpec) -> dict:
+    return {
+        "apiVersion": versions.config_api(spec.minor, "KubeSchedulerConfiguration"),
+        "kind": "KubeSchedulerConfiguration",
+        "clientConnection": {"kubeconfig": SCHEDULER_CONF},
+        "leaderElection": {"leaderElect": True},
+        "enableProfiling": False,
+    }
+
+
+def render_control_plane(
+    spec: ClusterSpec, node: Node, material: Material, kubeconfigs: dict[str, bytes], bundle: Bundle
+) -> None:
+    pki_files = []
+    for profile, stem in _CONTROLLER_PKI.items():
+        bundle.add(File(f"{PKI}/{stem}.crt", material.cert(profile)))
+        pki_files.append(f"{PKI}/{stem}.crt")
+        # Including ca.key: the controller manager's CSR signer needs it (kubelet
+        # certificate rotation). It never goes to a worker.
+        bundle.add(File(f"{PKI}/{stem}.key", material.key(profile), SECRET))
+        pki_files.append(f"{PKI}/{stem}.key")
+    bundle.add(File(f"{PKI}/front-proxy-ca.crt", material.cert("front-proxy-ca")))
+    bundle.add(File(f"{PKI}/{SERVICE_ACCOUNT}.key", material.key(SERVICE_ACCOUNT), SECRET))
+    bundle.add(File(f"{PKI}/{SERVICE_ACCOUNT}.pub", material.sa_pub))
+    bundle.add(File(ENCRYPTION_CONFIG, encryption_config(spec, material), SECRET))
+    bundle.add(File(AUDIT_POLICY, audit_policy(spec)))
+    bundle.add(File(CONTROLLER_MANAGER_CONF, kubeconfigs["kube-controller-manager"], SECRET))
+    bundle.add(File(SCHEDULER_CONF, kubeconfigs["kube-scheduler"], SECRET))
+    bundle.add(File(SCHEDULER_CONFIG, yaml_file(scheduler_config(spec))))
+    shared = (f"{PKI}/ca.crt", f"{PKI}/front-proxy-ca.crt")
+
+    bundle.add_unit(
+        Unit("kube-apiserver.service", Phase.control_plane, restart_on=(
+            *pki_files, f"{PKI}/front-proxy-ca.crt", f"{PKI}/{SERVICE_ACCOUNT}.key",
+            f"{PKI}/{SERVICE_ACCOUNT}.pub", f"{ETCD_PKI}/ca.crt", ENCRYPTION_CONFIG, AUDIT_POLICY)),
+        systemd_unit(
+            "Kubernetes API server (hardway)",
+            [f"{BIN}/kube-apiserver", *apiserver_flags(spec, node)],
+            service={"Restart": "on-failure", "RestartSec": "5", "LimitNOFILE": "65536"},
+        ),
+    )
+    bundle.add_unit(
+        Unit("kube-controller-manager.service", Phase.control_plane, restart_on=(
+            CONTROLLER_MANAGER_CONF, f"{PKI}/ca.key", f"{PKI}/{SERVICE_ACCOUNT}.key", *shared)),
+        systemd_unit(
+            "Kubernetes controller manager (hardway)",
+            [f"{BIN}/kube-controller-manager", *controller_manager_flags(spec)],
+            service={"Restart": "on-failure", "RestartSec": "5"},
+        ),
+    )
+    bundle.add_unit(
+        Unit("kube-scheduler.service", Phase.control_plane,
+             restart_on=(SCHEDULER_CONF, SCHEDULER_CONFIG, *shared)),
+        systemd_unit(
+            "Kubernetes scheduler (hardway)",
+            [f"{BIN}/kube-scheduler", *scheduler_flags(spec)],
+            service={"Restart": "on-failure", "RestartSec": "5"},
+        ),
+    )
+    bundle.add_binaries("kubernetes-server", "kube-apiserver", "kube-controller-manager",
+                        "kube-scheduler", "kubectl")

@@ -1,0 +1,87 @@
+"""The API load balancer: HAProxy on an lb node, or HAProxy + keepalived VIP on controllers."""
+
+from __future__ import annotations
+
+import hashlib
+
+from ..material import Material
+from ..spec.model import APISERVER_PORT, ClusterSpec, LoadBalancerMode, Node
+from .bundle import Bundle, File, Phase, Unit
+from .common import SECRET, header, template
+
+HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
+HAPROXY_CA = "/etc/haproxy/kubernetes-ca.crt"
+HAPROXY_CRT = "/etc/haproxy/healthcheck.pem"
+KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
+CHECK_SCRIPT = "/etc/keepalived/check_apiserver.sh"
+
+
+def haproxy_cfg(spec: ClusterSpec, bind: str) -> str:
+    return template(
+        "haproxy.cfg.j2",
+        bind=bind,
+        port=spec.api_port,
+        apiserver_port=APISERVER_PORT,
+        backends=[(n.name, n.address) for n in spec.controllers],
+        ca=HAPROXY_CA,
+        crt=HAPROXY_CRT,
+    )
+
+
+def _haproxy(spec: ClusterSpec, material: Material, bundle: Bundle, bind: str) -> None:
+    bundle.add(File(HAPROXY_CFG, haproxy_cfg(spec, bind).encode()))
+    bundle.add(File(HAPROXY_CA, material.cert("ca")))
+    bundle.add(File(HAPROXY_CRT, material.cert("healthcheck") + material.key("healthcheck"), SECRET))
+    bundle.packages.append("haproxy")
+    bundle.units.append(
+        Unit("haproxy.service", Phase.load_balancer, restart_on=(HAPROXY_CFG, HAPROXY_CA, HAPROXY_CRT))
+    )
+
+
+def keepalived_conf(spec: ClusterSpec, node: Node, material: Material) -> str:
+    controllers = spec.controllers
+    index = [n.name for n in controllers].index(node.name)
+    # Priorities 150, 140, ...: the spread (10) is smaller than the check weight, so a
+    # failing check on the holder always lets a healthy peer take over.
+    weight = 10 * len(controllers) + 10
+    # VRRP PASS authentication is sent in clear and is a guard against accidents (another
+    # VRRP group on the segment), not attackers; derive it from the cluster's secret.
+    auth = hashlib.sha256(b"hardway-vrrp:" + material.encryption_key.encode()).hexdigest()[:8]
+    return template(
+        "keepalived.conf.j2",
+        node=node.name,
+        vip=spec.load_balancer.vip,
+        prefix=spec.node_subnet.prefixlen,
+        check_script=CHECK_SCRIPT,
+        weight=weight,
+        instance=f"{spec.name.upper().replace('-', '_')}_API",
+        interface=spec.load_balancer.interface,
+        router_id=spec.load_balancer.virtual_router_id,
+        priority=150 - 10 * index,
+        auth_pass=auth,
+        address=node.address,
+        peers=[str(n.address) for n in controllers if n.name != node.name],
+    )
+
+
+def check_script(spec: ClusterSpec) -> str:
+    return (
+        "#!/bin/sh\n" + header() +
+        "# Healthy when the local apiserver answers /readyz to an authenticated request.\n"
+        f"exec /usr/bin/curl --silent --fail --max-time 2 --cacert {HAPROXY_CA} "
+        f"--cert {HAPROXY_CRT} https://127.0.0.1:{APISERVER_PORT}/readyz -o /dev/null\n"
+    )
+
+
+def render_lb(spec: ClusterSpec, node: Node, material: Material, bundle: Bundle) -> None:
+    mode = spec.load_balancer.mode
+    if mode is LoadBalancerMode.haproxy:
+        _haproxy(spec, material, bundle, bind="*")
+    elif mode is LoadBalancerMode.keepalived:
+        _haproxy(spec, material, bundle, bind="*")
+        bundle.add(File(KEEPALIVED_CONF, keepalived_conf(spec, node, material).encode(), SECRET))
+        bundle.add(File(CHECK_SCRIPT, check_script(spec).encode(), 0o700))
+        bundle.packages += ["keepalived", "curl"]
+        bundle.units.append(
+            Unit("keepalived.service", Phase.load_balancer, restart_on=(KEEPALIVED_CONF, CHECK_SCRIPT))
+        )

@@ -1,0 +1,212 @@
+"""Workers: containerd + runc + CNI, kubelet and kube-proxy."""
+
+from __future__ import annotations
+
+import json
+
+from ..material import Material
+from ..spec import versions
+from ..spec.model import ClusterSpec, Node
+from .bundle import Bundle, File, Phase, Unit
+from .common import (BIN, K8S, KUBELET_DIR, PKI, SECRET, flags, header, optional,
+                     systemd_unit, template, yaml_file)
+from .control_plane import TLS_CIPHER_SUITES
+
+CONTAINERD_SOCK = "unix:///run/containerd/containerd.sock"
+CONTAINERD_CONFIG = "/etc/containerd/config.toml"
+KUBELET_CONF = f"{K8S}/kubelet.conf"  # kubeconfig (kube-bench's $kubeletkubeconfig)
+KUBELET_CONFIG = f"{KUBELET_DIR}/config.yaml"
+PROXY_CONF = f"{K8S}/proxy.conf"  # kubeconfig (kube-bench's $proxykubeconfig)
+PROXY_CONFIG = "/var/lib/kube-proxy/config.yaml"
+CNI_DIR = "/etc/cni/net.d"
+
+
+def pause_image(spec: ClusterSpec) -> str:
+    return spec.artifacts.versions.pause_image or (
+        f"registry.k8s.io/pause:{versions.default(spec.minor, 'pause')}"
+    )
+
+
+def containerd_config(spec: ClusterSpec) -> str:
+    version = spec.artifacts.versions.containerd
+    major = int(version.split(".")[0])
+    return template(
+        "containerd-v1.toml.j2" if major == 1 else "containerd-v2.toml.j2",
+        version=version,
+        pause_image=pause_image(spec),
+        restrict_oom_score_adj=spec.container_runtime.restrict_oom_score_adj,
+        runc=f"{BIN}/runc",
+        systemd_cgroup="true" if spec.container_runtime.cgroup_driver == "systemd" else "false",
+    )
+
+
+def containerd_unit(spec: ClusterSpec) -> str:
+    service: dict = {
+        "ExecStartPre": "-/sbin/modprobe overlay",
+        "Type": "notify",
+        "Delegate": "yes",
+        "KillMode": "process",
+        "Restart": "always",
+        "RestartSec": "5",
+        "LimitNPROC": "infinity",
+        "LimitCORE": "infinity",
+        "LimitNOFILE": "infinity",
+        "TasksMax": "infinity",
+    }
+    if not spec.container_runtime.restrict_oom_score_adj:
+        # Where oom_score_adj cannot be lowered, systemd would fail the unit over this line.
+        service["OOMScoreAdjust"] = "-999"
+    return systemd_unit(
+        "containerd container runtime (hardway)",
+        [f"{BIN}/containerd", f"--config={CONTAINERD_CONFIG}"],
+        after=("network.target", "local-fs.target"),
+        wants=(),
+        service=service,
+        doc="https://containerd.io",
+    )
+
+
+def cni_configs(spec: ClusterSpec, node: Node) -> dict[str, bytes]:
+    cidr = spec.pod_cidr(node)
+    bridge = {
+        "cniVersion": "0.4.0",
+        "name": "bridge",
+        "type": "bridge",
+        "bridge": "cni0",
+        "isGateway": True,
+        "ipMasq": True,
+        "ipam": {
+            "type": "host-local",
+            "ranges": [[{"subnet": str(cidr)}]],
+            "routes": [{"dst": "0.0.0.0/0"}],
+        },
+    }
+    loopback = {"cniVersion": "0.4.0", "name": "lo", "type": "loopback"}
+    # JSON allows no comments; the header goes in a key CNI ignores.
+    note = header().replace("# ", "").replace("\n", " ").strip()
+    return {
+        f"{CNI_DIR}/10-bridge.conf": (json.dumps({"_generated": note, **bridge}, indent=2) + "\n").encode(),
+        f"{CNI_DIR}/99-loopback.conf": (json.dumps({"_generated": note, **loopback}, indent=2) + "\n").encode(),
+    }
+
+
+def kubelet_config(spec: ClusterSpec, node: Node) -> dict:
+    m = spec.minor
+    cfg: dict = {
+        "apiVersion": versions.config_api(m, "KubeletConfiguration"),
+        "kind": "KubeletConfiguration",
+        "authentication": {
+            "anonymous": {"enabled": False},
+            "webhook": {"enabled": True},
+            "x509": {"clientCAFile": f"{PKI}/ca.crt"},
+        },
+        "authorization": {"mode": "Webhook"},
+        "cgroupDriver": spec.container_runtime.cgroup_driver,
+        "clusterDomain": spec.network.cluster_domain,
+        "clusterDNS": [str(spec.cluster_dns)],
+        "podCIDR": str(spec.pod_cidr(node)),
+        "resolvConf": spec.kubelet.resolv_conf,
+        "maxPods": spec.kubelet.max_pods,
+        "runtimeRequestTimeout": "15m",
+        "tlsCertFile": f"{KUBELET_DIR}/pki/kubelet.crt",
+        "tlsPrivateKeyFile": f"{KUBELET_DIR}/pki/kubelet.key",
+        "tlsCipherSuites": TLS_CIPHER_SUITES.split(","),
+        "readOnlyPort": 0,
+        # The sysctls the kubelet insists on are set by /etc/sysctl.d before it starts
+        # (host.py), so it need not (and may not) change kernel settings itself.
+        "protectKernelDefaults": True,
+        "makeIPTablesUtilChains": True,
+        "streamingConnectionIdleTimeout": "5m",
+        # Renews its client certificate through a CSR the controller manager signs and
+        # auto-approves (RBAC in manifests.py): no kubelet stops a year after `up`.
+        "rotateCertificates": True,
+        "serverTLSBootstrap": False,
+    }
+    if spec.kubelet.cgroup_root:
+        cfg["cgroupRoot"] = spec.kubelet.cgroup_root.replace("{node}", node.name)
+    if versions.kubelet_field(m, "containerRuntimeEndpoint"):
+        cfg["containerRuntimeEndpoint"] = CONTAINERD_SOCK
+    return cfg
+
+
+def kubelet_flags(spec: ClusterSpec, node: Node) -> list[str]:
+    m = spec.minor
+    c = "kubelet"
+    endpoint = [] if versions.kubelet_field(m, "containerRuntimeEndpoint") else [
+        ("--container-runtime-endpoint", CONTAINERD_SOCK)]
+    return flags(c, m, [
+        ("--config", KUBELET_CONFIG),
+        ("--kubeconfig", KUBELET_CONF),
+        *optional(c, m, "--container-runtime", "remote"),
+        *endpoint,
+        *optional(c, m, "--network-plugin", "cni"),
+        # Registers under the spec's name whatever the OS hostname is: the certificate says
+        # system:node:<name>, and the Node authorizer holds the kubelet to it.
+        ("--hostname-override", node.name),
+        ("--node-ip", node.address),
+        ("--v", 2),
+    ])
+
+
+def kube_proxy_config(spec: ClusterSpec, node: Node) -> dict:
+    cfg: dict = {
+        "apiVersion": versions.config_api(spec.minor, "KubeProxyConfiguration"),
+        "kind": "KubeProxyConfiguration",
+        "clientConnection": {"kubeconfig": PROXY_CONF},
+        "hostnameOverride": node.name,
+        "mode": spec.kube_proxy.mode,
+        "clusterCIDR": str(spec.network.pod_cidr),
+    }
+    if spec.kube_proxy.conntrack_max_per_core is not None:
+        cfg["conntrack"] = {"maxPerCore": spec.kube_proxy.conntrack_max_per_core}
+    return cfg
+
+
+def render_worker(
+    spec: ClusterSpec, node: Node, material: Material, kubeconfigs: dict[str, bytes], bundle: Bundle
+) -> None:
+    bundle.add(File(CONTAINERD_CONFIG, containerd_config(spec).encode()))
+    bundle.add_unit(
+        Unit("containerd.service", Phase.worker, restart_on=(CONTAINERD_CONFIG,)),
+        containerd_unit(spec),
+    )
+    for path, content in cni_configs(spec, node).items():
+        bundle.add(File(path, content))
+
+    kubelet_pki = {
+        f"{PKI}/ca.crt": (material.cert("ca"), 0o644),
+        f"{KUBELET_DIR}/pki/kubelet.crt": (material.cert(f"kubelet-{node.name}"), 0o644),
+        f"{KUBELET_DIR}/pki/kubelet.key": (material.key(f"kubelet-{node.name}"), SECRET),
+    }
+    for path, (content, mode) in kubelet_pki.items():
+        bundle.add(File(path, content, mode))
+    bundle.add(File(KUBELET_CONF, kubeconfigs[f"kubelet-{node.name}"], SECRET))
+    bundle.add(File(KUBELET_CONFIG, yaml_file(kubelet_config(spec, node))))
+    bundle.add_unit(
+        Unit("kubelet.service", Phase.worker,
+             restart_on=(KUBELET_CONF, KUBELET_CONFIG, *kubelet_pki)),
+        systemd_unit(
+            "Kubernetes node agent (hardway)",
+            [f"{BIN}/kubelet", *kubelet_flags(spec, node)],
+            after=("containerd.service",),
+            wants=(),
+            requires=("containerd.service",),
+            service={"Restart": "on-failure", "RestartSec": "5"},
+        ),
+    )
+
+    bundle.add(File(PROXY_CONF, kubeconfigs["kube-proxy"], SECRET))
+    bundle.add(File(PROXY_CONFIG, yaml_file(kube_proxy_config(spec, node))))
+    bundle.add_unit(
+        Unit("kube-proxy.service", Phase.worker, restart_on=(PROXY_CONF, PROXY_CONFIG)),
+        systemd_unit(
+            "Kubernetes service proxy (hardway)",
+            [f"{BIN}/kube-proxy", *flags("kube-proxy", spec.minor, [("--config", PROXY_CONFIG)])],
+            service={"Restart": "on-failure", "RestartSec": "5"},
+        ),
+    )
+    bundle.add_binaries("kubernetes-server", "kubelet", "kube-proxy")
+    bundle.add_binaries("containerd", "containerd", "containerd-shim-runc-v2", "ctr")
+    bundle.add_binaries("runc", "runc")
+    bundle.add_binaries("cni-plugins", "bridge", "host-local", "loopback")
+    bundle.images.extend(spec.artifacts.images)

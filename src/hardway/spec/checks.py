@@ -1,0 +1,263 @@
+"""Rules that relate several fields of a parsed spec. Pure: spec in, problems out.
+
+All problems are collected, so a user fixes a file in one pass, not one error per run.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+from dataclasses import dataclass
+from itertools import combinations
+
+from . import versions
+from .model import ClusterSpec, LoadBalancerMode, Role
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: tuple[str | int, ...]
+    message: str
+    error: bool = True
+
+
+def check_spec(spec: ClusterSpec) -> list[Problem]:
+    out: list[Problem] = []
+    out += _version(spec)
+    out += _nodes(spec)
+    out += _networks(spec)
+    out += _pod_cidrs(spec)
+    out += _load_balancer(spec)
+    out += _misc(spec)
+    return out
+
+
+def _version(spec: ClusterSpec) -> list[Problem]:
+    if versions.is_supported(spec.kubernetes.version):
+        return []
+    supported = ", ".join(f"{m}.x" for m in versions.SUPPORTED_MINORS)
+    return [
+        Problem(
+            ("kubernetes", "version"),
+            f"Kubernetes {spec.kubernetes.version} is not supported; supported: {supported}",
+        )
+    ]
+
+
+def _nodes(spec: ClusterSpec) -> list[Problem]:
+    out: list[Problem] = []
+    for attr, what in (("name", "name"), ("address", "address")):
+        counts = Counter(getattr(n, attr) for n in spec.nodes)
+        for i, n in enumerate(spec.nodes):
+            value = getattr(n, attr)
+            if counts[value] > 1:
+                first = next(j for j, m in enumerate(spec.nodes) if getattr(m, attr) == value)
+                if first != i:
+                    out.append(
+                        Problem(
+                            ("nodes", i, attr),
+                            f"duplicate node {what} {str(value)!r} (also nodes[{first}])",
+                        )
+                    )
+    for i, n in enumerate(spec.nodes):
+        if len(set(n.roles)) != len(n.roles):
+            out.append(Problem(("nodes", i, "roles"), "a role is listed twice"))
+        if n.has(Role.lb) and n.has(Role.controller):
+            out.append(
+                Problem(
+                    ("nodes", i, "roles"),
+                    "a node cannot be both lb and controller: HAProxy and the apiserver would "
+                    "both want port 6443; use loadBalancer.mode: keepalived for LB on controllers",
+                )
+            )
+    if not spec.controllers:
+        out.append(Problem(("nodes",), "no node has the role controller; add one"))
+    elif len(spec.etcd_members) % 2 == 0:
+        out.append(
+            Problem(
+                ("nodes",),
+                f"{len(spec.etcd_members)} etcd members (one per controller): an even number "
+                "tolerates no more failures than one fewer; use an odd number",
+                error=False,
+            )
+        )
+    if not spec.workers:
+        out.append(
+            Problem(("nodes",), "no node has the role worker: nothing can run pods", error=False)
+        )
+    return out
+
+
+def _networks(spec: ClusterSpec) -> list[Problem]:
+    out: list[Problem] = []
+    net = spec.network
+    subnet = spec.node_subnet
+    named = {
+        ("network", "nodeSubnet"): subnet,
+        ("network", "podCIDR"): net.pod_cidr,
+        ("network", "serviceCIDR"): net.service_cidr,
+    }
+    for (pa, a), (pb, b) in combinations(named.items(), 2):
+        if a.overlaps(b):
+            label = "" if net.node_subnet is not None or "nodeSubnet" not in pa else " (derived)"
+            out.append(
+                Problem(pb, f"{b} overlaps {pa[-1]} {a}{label}; the networks must be disjoint")
+            )
+    for i, n in enumerate(spec.nodes):
+        if n.address not in subnet:
+            hint = "" if net.node_subnet else " (derived from the first node; set network.nodeSubnet)"
+            out.append(
+                Problem(("nodes", i, "address"), f"{n.address} is outside the node subnet {subnet}{hint}")
+            )
+        elif n.address in (subnet.network_address, subnet.broadcast_address):
+            out.append(
+                Problem(("nodes", i, "address"), f"{n.address} is the network or broadcast address of {subnet}")
+            )
+    if net.service_cidr.prefixlen < 12:
+        out.append(
+            Problem(("network", "serviceCIDR"), "the apiserver accepts at most a /12 service CIDR")
+        )
+    dns = spec.cluster_dns
+    if dns not in net.service_cidr:
+        out.append(
+            Problem(
+                ("network", "clusterDNS"),
+                f"cluster DNS IP {dns} is outside the service CIDR {net.service_cidr}",
+            )
+        )
+    elif dns in (net.service_cidr.network_address, spec.kubernetes_service_ip):
+        out.append(
+            Problem(
+                ("network", "clusterDNS"),
+                f"{dns} is reserved (network address or the kubernetes service IP); pick another",
+            )
+        )
+    lo, _, hi = net.service_node_port_range.partition("-")
+    if not 1 <= int(lo) < int(hi) <= 65535:
+        out.append(
+            Problem(("network", "serviceNodePortRange"), "must be LOW-HIGH with 1 <= LOW < HIGH <= 65535")
+        )
+    return out
+
+
+def _pod_cidrs(spec: ClusterSpec) -> list[Problem]:
+    out: list[Problem] = []
+    net = spec.network
+    if net.node_pod_cidr_mask_size < net.pod_cidr.prefixlen:
+        out.append(
+            Problem(
+                ("network", "nodePodCIDRMaskSize"),
+                f"/{net.node_pod_cidr_mask_size} is larger than the pod CIDR {net.pod_cidr}",
+            )
+        )
+        return out
+    taken: dict[ipaddress.IPv4Network, int] = {}
+    for i, n in enumerate(spec.nodes):
+        if n.pod_cidr is not None and not n.has(Role.worker):
+            out.append(Problem(("nodes", i, "podCIDR"), "only workers run pods; remove podCIDR"))
+            continue
+        if not n.has(Role.worker):
+            continue
+        cidr = spec.pod_cidr(n)
+        path = ("nodes", i, "podCIDR")
+        if cidr is None:
+            out.append(
+                Problem(
+                    ("nodes", i, "address"),
+                    f"cannot derive a /{net.node_pod_cidr_mask_size} pod CIDR from {n.address}: "
+                    f"its offset in {spec.node_subnet} exceeds the subnets of {net.pod_cidr}; "
+                    "set nodes[].podCIDR explicitly",
+                )
+            )
+            continue
+        if not cidr.subnet_of(net.pod_cidr):
+            out.append(Problem(path, f"{cidr} is not inside network.podCIDR {net.pod_cidr}"))
+        for other, j in taken.items():
+            if cidr.overlaps(other):
+                out.append(Problem(path, f"pod CIDR {cidr} overlaps that of nodes[{j}] ({other})"))
+        taken[cidr] = i
+    return out
+
+
+def _load_balancer(spec: ClusterSpec) -> list[Problem]:
+    out: list[Problem] = []
+    lb = spec.load_balancer
+    lb_nodes = [i for i, n in enumerate(spec.nodes) if n.has(Role.lb)]
+    if lb.mode is LoadBalancerMode.haproxy:
+        if not lb_nodes:
+            out.append(
+                Problem(("loadBalancer", "mode"), "mode haproxy needs a node with the role lb")
+            )
+        for i in lb_nodes[1:]:
+            out.append(Problem(("nodes", i, "roles"), "only one node may have the role lb"))
+    elif lb_nodes:
+        out.append(
+            Problem(
+                ("nodes", lb_nodes[0], "roles"),
+                f"role lb is used only with loadBalancer.mode: haproxy (mode is {lb.mode.value})",
+            )
+        )
+    if lb.mode is LoadBalancerMode.keepalived:
+        if lb.vip is None:
+            out.append(Problem(("loadBalancer", "vip"), "mode keepalived needs a vip"))
+        if len(spec.controllers) < 2:
+            out.append(
+                Problem(
+                    ("loadBalancer", "mode"),
+                    "a keepalived VIP over fewer than 2 controllers fails over to nothing",
+                    error=False,
+                )
+            )
+    elif lb.vip is not None:
+        out.append(
+            Problem(("loadBalancer", "vip"), f"vip is used only with mode keepalived (mode is {lb.mode.value})")
+        )
+    if lb.vip is not None:
+        subnet = spec.node_subnet
+        if lb.vip not in subnet:
+            out.append(Problem(("loadBalancer", "vip"), f"VIP {lb.vip} is outside the node subnet {subnet}"))
+        elif lb.vip in (subnet.network_address, subnet.broadcast_address):
+            out.append(Problem(("loadBalancer", "vip"), f"VIP {lb.vip} is the network or broadcast address"))
+        for i, n in enumerate(spec.nodes):
+            if n.address == lb.vip:
+                out.append(
+                    Problem(("loadBalancer", "vip"), f"VIP {lb.vip} is the address of nodes[{i}] ({n.name})")
+                )
+    if lb.port is not None and lb.mode is LoadBalancerMode.keepalived and lb.port == 6443:
+        out.append(
+            Problem(
+                ("loadBalancer", "port"),
+                "with keepalived, HAProxy runs beside the apiserver, which owns 6443; pick another port (default 8443)",
+            )
+        )
+    return out
+
+
+def _misc(spec: ClusterSpec) -> list[Problem]:
+    out: list[Problem] = []
+    root = spec.kubelet.cgroup_root
+    if root is not None and not root.startswith("/"):
+        out.append(Problem(("kubelet", "cgroupRoot"), "must be an absolute cgroup path starting with '/'"))
+    major = int(spec.artifacts.versions.containerd.split(".")[0])
+    if major not in (1, 2):
+        out.append(
+            Problem(("artifacts", "versions", "containerd"), "containerd 1.x and 2.x are supported")
+        )
+    if spec.pki.key_type == "ed25519":
+        out.append(
+            Problem(
+                ("pki", "keyType"),
+                "ed25519 certificates work with Go's TLS but no mainstream installer uses them; "
+                "some add-ons (CNI plugins, FIPS builds) reject them",
+                error=False,
+            )
+        )
+    if spec.kube_proxy.mode == "ipvs":
+        out.append(
+            Problem(
+                ("kubeProxy", "mode"),
+                "ipvs mode needs the ip_vs kernel modules on every worker",
+                error=False,
+            )
+        )
+    return out
