@@ -10,7 +10,6 @@ from collections import Counter
 from dataclasses import dataclass
 from itertools import combinations
 
-from . import versions
 from .model import ClusterSpec, LoadBalancerMode, Role
 
 
@@ -23,25 +22,12 @@ class Problem:
 
 def check_spec(spec: ClusterSpec) -> list[Problem]:
     out: list[Problem] = []
-    out += _version(spec)
     out += _nodes(spec)
     out += _networks(spec)
     out += _pod_cidrs(spec)
     out += _load_balancer(spec)
     out += _misc(spec)
     return out
-
-
-def _version(spec: ClusterSpec) -> list[Problem]:
-    if versions.is_supported(spec.kubernetes.version):
-        return []
-    supported = ", ".join(f"{m}.x" for m in versions.SUPPORTED_MINORS)
-    return [
-        Problem(
-            ("kubernetes", "version"),
-            f"Kubernetes {spec.kubernetes.version} is not supported; supported: {supported}",
-        )
-    ]
 
 
 def _nodes(spec: ClusterSpec) -> list[Problem]:

@@ -145,7 +145,7 @@ def _format_pydantic(err: Any, lines: dict[Path_, int]) -> str:
     msg = str(err["msg"])
     for prefix in ("Value error, ", "Assertion failed, "):
         msg = msg.removeprefix(prefix)
-    if "input" in err and kind not in ("model_type", "dict_type", "list_type"):
+    if "input" in err and kind not in ("model_type", "dict_type", "list_type", "value_error"):
         msg += f" (got {err['input']!r})"
     return _format(loc, msg, lines)
 

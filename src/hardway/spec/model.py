@@ -70,8 +70,17 @@ class Node(Model):
         return role in self.roles
 
 
+def _supported(value: str) -> str:
+    from . import versions  # the catalogue; imported late to keep model.py light
+
+    if not versions.is_supported(value):
+        supported = ", ".join(f"{m}.x" for m in versions.SUPPORTED_MINORS)
+        raise ValueError(f"Kubernetes {value} is not supported; supported: {supported}")
+    return value
+
+
 class Kubernetes(Model):
-    version: Version
+    version: Annotated[Version, AfterValidator(_supported)]
 
 
 class Network(Model):

@@ -1,0 +1,351 @@
+"""A real 3-member etcd cluster, started from hardway's rendered etcd.service units.
+
+The members live on loopback addresses 127.0.2.10-12 (all of 127.0.0.0/8 reaches `lo` on
+Linux), so one machine runs the whole cluster with the rendered listen addresses and ports.
+Only file locations are rewritten: /etc/etcd/pki becomes the node's bundle directory and
+--data-dir a per-member temporary directory. Then etcdctl checks health, membership and a
+key round trip, and that the separate etcd CA keeps every other certificate out.
+
+Needs `etcd` and `etcdctl` on PATH (Debian: apt-get install etcd-server etcd-client); skipped
+without them unless HARDWAY_E2E_REQUIRED=1.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+from hardway.clusterdir import ClusterDir
+from hardway.export import write_bundles
+from hardway.material import ensure_material, load_material
+from hardway.pki.issue import build_certificate, cert_pem, generate_key, key_pem
+from hardway.pki.profiles import CertProfile, Usage
+from hardway.render import render_cluster
+from hardway.render.common import ETCD_DATA, ETCD_PKI
+from hardway.spec.load import parse_spec
+from tests.helpers import require
+
+pytestmark = pytest.mark.integration
+
+SPEC_YAML = """\
+name: looptest
+kubernetes: {version: "1.20.2"}
+nodes:
+  - {name: controller-0, address: 127.0.2.10, roles: [controller]}
+  - {name: controller-1, address: 127.0.2.11, roles: [controller]}
+  - {name: controller-2, address: 127.0.2.12, roles: [controller]}
+  - {name: worker-0, address: 127.0.2.20, roles: [worker]}
+network: {nodeSubnet: 127.0.2.0/24, podCIDR: 10.200.0.0/16, serviceCIDR: 10.32.0.0/24}
+"""
+MEMBERS = {"controller-0": "127.0.2.10", "controller-1": "127.0.2.11", "controller-2": "127.0.2.12"}
+CLIENT_PORT, PEER_PORT = 2379, 2380
+STARTUP_TIMEOUT = 30.0  # seconds until the cluster must report healthy
+UNIT = "etc/systemd/system/etcd.service"  # inside a node's bundle
+HEALTHY = re.compile(r"^(https://\S+) is healthy\b", re.MULTILINE)
+# etcd (>= 3.2) checks an incoming peer's remote IP against its certificate's IP SANs. On one
+# host every peer connection comes from 127.0.0.1, so the peer certificates must name it.
+PEER_SAN_REJECTED = re.compile(r'"rejected connection".*does not match any of DNSNames|certificate is valid for')
+
+
+# ---- reading the rendered unit ----
+
+
+def exec_start(unit_text: str) -> list[str]:
+    """ExecStart='s command line, its ` \\` continuation lines joined, split like systemd does."""
+    lines = unit_text.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("ExecStart=")]
+    assert len(starts) == 1, f"expected one ExecStart= line, found {len(starts)}"
+    i = starts[0]
+    current = lines[i][len("ExecStart="):]
+    parts = []
+    while current.rstrip().endswith("\\"):
+        parts.append(current.rstrip()[:-1])
+        i += 1
+        current = lines[i]
+    parts.append(current)
+    argv = shlex.split(" ".join(parts))
+    assert argv and argv[0].startswith("/"), f"unexpected ExecStart= command: {argv[:1]}"
+    return argv
+
+
+def localize(argv: list[str], etcd_bin: str, pki_dir: Path, data_dir: Path) -> list[str]:
+    """The rendered command with only its file locations moved to this test's directories."""
+    out = [etcd_bin]
+    data_dirs = 0
+    for arg in argv[1:]:
+        if arg.startswith("--data-dir="):
+            assert arg == f"--data-dir={ETCD_DATA}", arg
+            arg = f"--data-dir={data_dir}"
+            data_dirs += 1
+        else:
+            arg = arg.replace(f"{ETCD_PKI}/", f"{pki_dir}/")
+        out.append(arg)
+    assert data_dirs == 1, "the rendered unit must set --data-dir exactly once"
+    # Every path the unit names must now exist: a new file flag in the renderer that this
+    # test does not rewrite fails here instead of as a confusing etcd start-up error.
+    for arg in out[1:]:
+        value = arg.partition("=")[2]
+        if value.startswith("/"):
+            assert Path(value).exists(), f"{arg}: no such file after rewriting the unit"
+    return out
+
+
+def port_free(address: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # Like Go's listeners: TIME_WAIT leftovers from a previous run do not count as busy.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((address, port))
+        except OSError:
+            return False
+    return True
+
+
+def clean_env() -> dict[str, str]:
+    """The environment without ETCD_*/ETCDCTL_* settings, which would add to the rendered flags."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ETCD_", "ETCDCTL_"))}
+    env["ETCDCTL_API"] = "3"
+    return env
+
+
+def tail(path: Path, lines: int = 25) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+# ---- the cluster ----
+
+
+@dataclass
+class EtcdCluster:
+    root: Path
+    cluster_dir: ClusterDir
+    etcdctl_bin: str
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    logs: dict[str, Path] = field(default_factory=dict)
+    log_files: list[IO[bytes]] = field(default_factory=list)
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [f"https://{addr}:{CLIENT_PORT}" for addr in MEMBERS.values()]
+
+    def node_pki(self, node: str = "controller-0") -> Path:
+        return self.root / "bundles" / node / ETCD_PKI.lstrip("/")
+
+    def etcdctl(
+        self,
+        *args: str,
+        cert: Path | None = None,
+        key: Path | None = None,
+        endpoints: list[str] | None = None,
+        command_timeout: str = "4s",
+    ) -> subprocess.CompletedProcess[str]:
+        """etcdctl with controller-0's rendered CA and, by default, its rendered etcdctl identity."""
+        pki = self.node_pki()
+        cmd = [
+            self.etcdctl_bin,
+            f"--endpoints={','.join(endpoints or self.endpoints)}",
+            f"--cacert={pki / 'ca.crt'}",
+            f"--cert={cert or pki / 'etcdctl.crt'}",
+            f"--key={key or pki / 'etcdctl.key'}",
+            "--dial-timeout=2s",
+            f"--command-timeout={command_timeout}",
+            *args,
+        ]
+        return subprocess.run(cmd, capture_output=True, text=True, env=clean_env(), timeout=20)
+
+    def log_sizes(self) -> dict[str, int]:
+        return {name: path.stat().st_size for name, path in self.logs.items()}
+
+    def logged_since(self, sizes: dict[str, int]) -> str:
+        """What the members logged after `log_sizes()` returned `sizes`."""
+        out = []
+        for name, path in self.logs.items():
+            with open(path, "rb") as f:
+                f.seek(sizes[name])
+                out.append(f.read().decode(errors="replace"))
+        return "".join(out)
+
+    def log_tails(self) -> str:
+        return "\n".join(f"---- {name} ({path}) ----\n{tail(path)}" for name, path in self.logs.items())
+
+    def dead(self) -> dict[str, int]:
+        return {n: p.returncode for n, p in self.procs.items() if p.poll() is not None}
+
+    def stop(self) -> None:
+        # SIGKILL: the data is thrown away, and a SIGTERMed leader would spend seconds trying
+        # to hand leadership to members that are stopping too.
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.kill()
+        for p in self.procs.values():
+            p.wait(timeout=10)
+        for f in self.log_files:
+            f.close()
+
+
+def output(result: subprocess.CompletedProcess[str]) -> str:
+    return f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+
+
+def wait_healthy(cluster: EtcdCluster) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while True:
+        if dead := cluster.dead():
+            pytest.fail(f"etcd exited during start-up (exit codes {dead})\n{cluster.log_tails()}", pytrace=False)
+        result = cluster.etcdctl("endpoint", "health", "--cluster")
+        if result.returncode == 0 and len(HEALTHY.findall(result.stdout + result.stderr)) == len(MEMBERS):
+            return
+        rejected = [m.group(0) for path in cluster.logs.values()
+                    if (m := PEER_SAN_REJECTED.search(path.read_text(errors="replace")))]
+        if rejected:
+            pytest.fail(
+                "etcd members reject each other: etcd checks a peer's source address against its "
+                "peer certificate's IP SANs, and on one host that address is 127.0.0.1, which the "
+                f"rendered peer certificates do not name.\n{cluster.log_tails()}",
+                pytrace=False,
+            )
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"etcd cluster not healthy after {STARTUP_TIMEOUT:.0f}s; last etcdctl:\n{output(result)}\n"
+                f"{cluster.log_tails()}",
+                pytrace=False,
+            )
+        time.sleep(0.3)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> EtcdCluster:
+    require(sys.platform.startswith("linux"), f"needs Linux (127.0.0.0/8 on lo), not {sys.platform}")
+    etcd_bin, etcdctl_bin = shutil.which("etcd"), shutil.which("etcdctl")
+    require(etcd_bin is not None, "etcd is not on PATH (Debian: apt-get install etcd-server)")
+    require(etcdctl_bin is not None, "etcdctl is not on PATH (Debian: apt-get install etcd-client)")
+    assert etcd_bin and etcdctl_bin
+    busy = [f"{a}:{p}" for a in MEMBERS.values() for p in (CLIENT_PORT, PEER_PORT) if not port_free(a, p)]
+    if busy:
+        pytest.fail(
+            f"ports already in use: {', '.join(busy)}; is another etcd running? "
+            "(see `ss -ltnp | grep 23[78][09]`; stop it, e.g. `systemctl stop etcd`)",
+            pytrace=False,
+        )
+
+    root = tmp_path_factory.mktemp("etcd-cluster")
+    spec = parse_spec(SPEC_YAML).spec
+    cd = ClusterDir(root / "cluster")
+    ensure_material(cd, spec)
+    write_bundles(render_cluster(spec, load_material(cd, spec)), root / "bundles")
+
+    c = EtcdCluster(root, cd, etcdctl_bin)
+    failed_before = request.session.testsfailed
+
+    def finish() -> None:
+        c.stop()
+        if request.session.testsfailed > failed_before:
+            print(f"etcd member logs (last lines):\n{c.log_tails()}")
+
+    request.addfinalizer(finish)  # registered before the first start: members never outlive the test
+
+    for name in MEMBERS:
+        bundle = root / "bundles" / name
+        argv = exec_start((bundle / UNIT).read_text())
+        data_dir = root / "data" / name
+        data_dir.mkdir(parents=True)
+        data_dir.chmod(0o700)
+        cmd = localize(argv, etcd_bin, bundle / ETCD_PKI.lstrip("/"), data_dir)
+        c.logs[name] = root / f"{name}.log"
+        log = open(c.logs[name], "wb")
+        c.log_files.append(log)
+        c.procs[name] = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            env=clean_env(), cwd=root, start_new_session=True,
+        )
+    wait_healthy(c)
+    return c
+
+
+# ---- the tests ----
+
+
+def test_all_members_healthy(cluster: EtcdCluster) -> None:
+    result = cluster.etcdctl("endpoint", "health", "--cluster")
+    assert result.returncode == 0, output(result)
+    healthy = sorted(HEALTHY.findall(result.stdout + result.stderr))
+    assert healthy == sorted(cluster.endpoints), output(result)
+
+
+def test_member_list(cluster: EtcdCluster) -> None:
+    result = cluster.etcdctl("member", "list", "--write-out=json")
+    assert result.returncode == 0, output(result)
+    members = json.loads(result.stdout)["members"]
+    got = {m.get("name"): (m.get("peerURLs"), m.get("clientURLs")) for m in members}
+    assert got == {
+        name: ([f"https://{addr}:{PEER_PORT}"], [f"https://{addr}:{CLIENT_PORT}"])
+        for name, addr in MEMBERS.items()
+    }
+
+
+def test_put_get_round_trip(cluster: EtcdCluster) -> None:
+    first, *_, last = cluster.endpoints
+    put = cluster.etcdctl("put", "/hardway/looptest", "replicated", endpoints=[first])
+    assert put.returncode == 0 and put.stdout.strip() == "OK", output(put)
+    # Read from another member: the write went through raft, not just one member's store.
+    get = cluster.etcdctl("get", "/hardway/looptest", "--print-value-only", endpoints=[last])
+    assert get.returncode == 0 and get.stdout.strip() == "replicated", output(get)
+
+
+def test_apiserver_etcd_client_cert_accepted(cluster: EtcdCluster) -> None:
+    cd = cluster.cluster_dir
+    cert, key = cd.cert("apiserver-etcd-client"), cd.key("apiserver-etcd-client")
+    health = cluster.etcdctl("endpoint", "health", cert=cert, key=key)
+    assert health.returncode == 0, output(health)
+    assert len(HEALTHY.findall(health.stdout + health.stderr)) == len(MEMBERS), output(health)
+    put = cluster.etcdctl("put", "/registry/hardway-test", "from-apiserver", cert=cert, key=key)
+    assert put.returncode == 0, output(put)
+
+
+def foreign_client(tmp: Path) -> tuple[Path, Path]:
+    """A client certificate for etcd-admin's very name, from a CA that etcd has never seen."""
+    now = dt.datetime.now(dt.timezone.utc)
+    ca_key = generate_key("ecdsa-p256")
+    ca = build_certificate(CertProfile("foreign-ca", None, "etcd-ca", Usage.ca, "test"), ca_key, None, 1, now)
+    key = generate_key("ecdsa-p256")
+    profile = CertProfile("foreign-client", "foreign-ca", "etcd-admin", Usage.client, "test")
+    cert = build_certificate(profile, key, (ca, ca_key), 1, now)
+    (tmp / "foreign.crt").write_bytes(cert_pem(cert))
+    (tmp / "foreign.key").write_bytes(key_pem(key))
+    (tmp / "foreign.key").chmod(0o600)
+    return tmp / "foreign.crt", tmp / "foreign.key"
+
+
+@pytest.mark.parametrize("issuer", ["foreign-ca", "kubernetes-ca"])
+def test_client_cert_from_other_ca_refused(cluster: EtcdCluster, tmp_path: Path, issuer: str) -> None:
+    if issuer == "foreign-ca":
+        cert, key = foreign_client(tmp_path)
+    else:
+        # admin: system:masters in Kubernetes, signed by the cluster CA, but nothing to etcd.
+        cert, key = cluster.cluster_dir.cert("admin"), cluster.cluster_dir.key("admin")
+    before = cluster.log_sizes()
+    # A short timeout keeps this quick; the log check below makes sure that the refusal is the
+    # members rejecting the certificate and not merely the timeout.
+    result = cluster.etcdctl("endpoint", "health", cert=cert, key=key, command_timeout="2s")
+    assert result.returncode != 0, output(result)
+    assert not HEALTHY.findall(result.stdout + result.stderr), output(result)
+    logged = cluster.logged_since(before)
+    rejections = re.findall(r'"rejected connection".*certificate signed by unknown authority', logged)
+    assert rejections, f"no member logged rejecting the certificate\n{output(result)}\n{logged}"
