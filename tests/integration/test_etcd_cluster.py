@@ -121,12 +121,15 @@ def clean_env() -> dict[str, str]:
     return env
 
 
-def tail(path: Path, lines: int = 25) -> str:
+def tail(path: Path, lines: int = 12) -> str:
+    """A member log's last warnings and errors (raft's info chatter buries them), else its end."""
     try:
         text = path.read_text(errors="replace")
     except FileNotFoundError:
         return "(no log)"
-    return "\n".join(text.splitlines()[-lines:])
+    all_lines = text.splitlines()
+    notable = [line for line in all_lines if '"level":"info"' not in line and '"level":"debug"' not in line]
+    return "\n".join((notable or all_lines)[-lines:])
 
 
 # ---- the cluster ----
@@ -140,6 +143,7 @@ class EtcdCluster:
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     logs: dict[str, Path] = field(default_factory=dict)
     log_files: list[IO[bytes]] = field(default_factory=list)
+    logs_shown: bool = False  # a start-up failure's message already carries the log tails
 
     @property
     def endpoints(self) -> list[str]:
@@ -183,6 +187,7 @@ class EtcdCluster:
         return "".join(out)
 
     def log_tails(self) -> str:
+        self.logs_shown = True
         return "\n".join(f"---- {name} ({path}) ----\n{tail(path)}" for name, path in self.logs.items())
 
     def dead(self) -> dict[str, int]:
@@ -212,9 +217,7 @@ def wait_healthy(cluster: EtcdCluster) -> None:
         result = cluster.etcdctl("endpoint", "health", "--cluster")
         if result.returncode == 0 and len(HEALTHY.findall(result.stdout + result.stderr)) == len(MEMBERS):
             return
-        rejected = [m.group(0) for path in cluster.logs.values()
-                    if (m := PEER_SAN_REJECTED.search(path.read_text(errors="replace")))]
-        if rejected:
+        if any(PEER_SAN_REJECTED.search(p.read_text(errors="replace")) for p in cluster.logs.values()):
             pytest.fail(
                 "etcd members reject each other: etcd checks a peer's source address against its "
                 "peer certificate's IP SANs, and on one host that address is 127.0.0.1, which the "
@@ -241,7 +244,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReq
     if busy:
         pytest.fail(
             f"ports already in use: {', '.join(busy)}; is another etcd running? "
-            "(see `ss -ltnp | grep 23[78][09]`; stop it, e.g. `systemctl stop etcd`)",
+            "(see `ss -ltnp | grep -E ':23(79|80)'`; e.g. `systemctl stop etcd`)",
             pytrace=False,
         )
 
@@ -256,7 +259,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReq
 
     def finish() -> None:
         c.stop()
-        if request.session.testsfailed > failed_before:
+        if request.session.testsfailed > failed_before and not c.logs_shown:
             print(f"etcd member logs (last lines):\n{c.log_tails()}")
 
     request.addfinalizer(finish)  # registered before the first start: members never outlive the test

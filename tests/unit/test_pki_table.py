@@ -43,7 +43,8 @@ for i in range(3):
         "etcd-ca", f"controller-{i}", [], [SERVER, CLIENT],
         [f"controller-{i}", "localhost", f"10.240.0.1{i}", "127.0.0.1"])
     EXPECTED_HA[f"etcd-peer-controller-{i}"] = (
-        "etcd-ca", f"controller-{i}", [], [SERVER, CLIENT], [f"controller-{i}", f"10.240.0.1{i}"])
+        "etcd-ca", f"controller-{i}", [], [SERVER, CLIENT],
+        [f"controller-{i}", "localhost", f"10.240.0.1{i}", "127.0.0.1"])
 
 
 def load(cd: ClusterDir, name: str) -> x509.Certificate:

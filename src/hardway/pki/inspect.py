@@ -56,7 +56,7 @@ def check(cd: ClusterDir, spec: ClusterSpec, days: int = 30, now: dt.datetime | 
         cert_path, key_path = cd.cert(profile.name), cd.key(profile.name)
         try:
             cert = store.load_cert(cert_path)
-            key = store.load_key(key_path)
+            key = store.load_key(key_path, validate=True)
         except OperationError as e:
             problems.append(str(e))
             continue
@@ -102,7 +102,7 @@ def _mode_problems(path, want: int) -> list[str]:
 
 def _service_account(cd: ClusterDir) -> list[str]:
     key_path, pub_path = cd.key(SERVICE_ACCOUNT), cd.pki / f"{SERVICE_ACCOUNT}.pub"
-    key = store.load_key(key_path)
+    key = store.load_key(key_path, validate=True)
     if key is None:
         return [f"{SERVICE_ACCOUNT}: {key_path} is missing (run `hardway pki init`)"]
     out = _mode_problems(key_path, 0o600)

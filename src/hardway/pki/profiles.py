@@ -122,9 +122,14 @@ def certificate_plan(spec: ClusterSpec) -> list[CertProfile]:
                         dns_names=(member.name, "localhost"),
                         ips=(member.address, ipaddress.IPv4Address("127.0.0.1")),
                         nodes=(member.name,)),
+            # etcd (>= 3.2) checks a peer's *source* address against its certificate's
+            # SANs. Members sharing a host (the loopback test cluster) connect from
+            # 127.0.0.1, so the loopback names are in peer certificates too.
             CertProfile(f"etcd-peer-{member.name}", ETCD_CA, member.name, Usage.both,
                         "etcd member <-> member (raft) certificate",
-                        dns_names=(member.name,), ips=(member.address,), nodes=(member.name,)),
+                        dns_names=(member.name, "localhost"),
+                        ips=(member.address, ipaddress.IPv4Address("127.0.0.1")),
+                        nodes=(member.name,)),
         ]
     plan.append(
         CertProfile("etcd-admin", ETCD_CA, "etcd-admin", Usage.client,

@@ -27,13 +27,17 @@ def load_cert(path: Path) -> x509.Certificate | None:
         raise OperationError(f"{path} is not a PEM certificate ({e}); restore it from a backup or delete it to reissue") from None
 
 
-def load_key(path: Path) -> PrivateKey | None:
+def load_key(path: Path, validate: bool = False) -> PrivateKey | None:
+    """`validate` runs RSA's full consistency check (~35 ms a key): `pki check` wants it;
+    the idempotency check of `pki init` only compares public halves and skips it."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         return None
     try:
-        key = serialization.load_pem_private_key(data, password=None)
+        key = serialization.load_pem_private_key(
+            data, password=None, unsafe_skip_rsa_key_validation=not validate
+        )
     except (ValueError, TypeError) as e:
         raise OperationError(f"{path} is not an unencrypted PEM private key ({e})") from None
     return key  # type: ignore[return-value]

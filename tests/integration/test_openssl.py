@@ -1,0 +1,87 @@
+"""The PKI checked by an independent implementation: `openssl verify` on every certificate."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import subprocess
+
+import pytest
+
+from hardway.clusterdir import ClusterDir
+from hardway.material import ensure_material
+from hardway.pki import inspect
+from hardway.pki.issue import build_certificate, cert_pem, generate_key, key_pem
+from hardway.pki.profiles import CertProfile, Usage, certificate_plan
+from tests.helpers import require
+from tests.specs import make_spec
+
+pytestmark = pytest.mark.integration
+
+PURPOSE = {Usage.server: ["sslserver"], Usage.client: ["sslclient"], Usage.both: ["sslserver", "sslclient"]}
+
+
+def openssl(*args: str) -> subprocess.CompletedProcess:
+    require(shutil.which("openssl") is not None, "openssl is not installed (Debian package: openssl)")
+    return subprocess.run(["openssl", *args], capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize("layout", ["flat", "root"])
+@pytest.mark.parametrize("key_type", ["ecdsa-p256", "rsa-2048", "ed25519"])
+def test_openssl_verifies_every_certificate_against_its_ca(tmp_path, layout, key_type):
+    spec = make_spec("ha-vip", edit=lambda d: d["pki"].update(layout=layout, keyType=key_type))
+    cd = ClusterDir(tmp_path)
+    ensure_material(cd, spec)
+    plan = certificate_plan(spec)
+    by_name = {p.name: p for p in plan}
+    root = cd.cert("root-ca") if layout == "root" else None
+    checked = 0
+    for profile in plan:
+        if profile.issuer is None:
+            args = ["-CAfile", str(cd.cert(profile.name))]
+        elif root is not None and by_name[profile.issuer].issuer is not None:
+            # Leaf under an intermediate: the root is the anchor, the intermediate untrusted.
+            args = ["-CAfile", str(root), "-untrusted", str(cd.cert(profile.issuer))]
+        else:
+            args = ["-CAfile", str(cd.cert(profile.issuer))]
+        for purpose in PURPOSE.get(profile.usage, [None]):
+            extra = ["-purpose", purpose] if purpose else []
+            r = openssl("verify", "-x509_strict", *extra, *args, str(cd.cert(profile.name)))
+            assert r.returncode == 0 and ": OK" in r.stdout, (profile.name, purpose, r.stdout, r.stderr)
+            checked += 1
+        # The key on disk is the certificate's: openssl derives the same public key from both.
+        pub_from_key = openssl("pkey", "-in", str(cd.key(profile.name)), "-pubout").stdout
+        pub_from_cert = openssl("x509", "-in", str(cd.cert(profile.name)), "-noout", "-pubkey").stdout
+        assert pub_from_key and pub_from_key == pub_from_cert, profile.name
+    assert checked > len(plan)
+
+
+def test_openssl_rejects_wrong_purpose_and_wrong_ca(tmp_path):
+    spec = make_spec("basic")
+    cd = ClusterDir(tmp_path)
+    ensure_material(cd, spec)
+    # A client-only certificate is not a server certificate.
+    r = openssl("verify", "-purpose", "sslserver", "-CAfile", str(cd.cert("ca")), str(cd.cert("admin")))
+    assert r.returncode != 0
+    # The etcd CA did not sign the apiserver certificate.
+    r = openssl("verify", "-CAfile", str(cd.cert("etcd-ca")), str(cd.cert("apiserver")))
+    assert r.returncode != 0
+
+
+def test_certificate_from_a_foreign_ca_fails_both_openssl_and_pki_check(tmp_path):
+    spec = make_spec("basic")
+    cd = ClusterDir(tmp_path)
+    ensure_material(cd, spec)
+    assert inspect.check(cd, spec) == []
+    now = dt.datetime.now(dt.timezone.utc)
+    foreign_key = generate_key("ecdsa-p256")
+    # Same subject as the real CA: only the signature tells them apart.
+    foreign = build_certificate(CertProfile("x", None, "kubernetes-ca", Usage.ca, ""), foreign_key, None, 30, now)
+    profile = next(p for p in certificate_plan(spec) if p.name == "apiserver")
+    key = generate_key("ecdsa-p256")
+    cd.cert("apiserver").write_bytes(cert_pem(build_certificate(profile, key, (foreign, foreign_key), 30, now)))
+    cd.key("apiserver").write_bytes(key_pem(key))
+    r = openssl("verify", "-CAfile", str(cd.cert("ca")), str(cd.cert("apiserver")))
+    assert r.returncode != 0
+    problems = inspect.check(cd, spec)
+    assert any(p.startswith("apiserver: not signed by kubernetes-ca") for p in problems), problems
