@@ -7,6 +7,19 @@ from ..spec.model import ClusterSpec
 from .common import yaml_file
 
 
+MANAGED = {"app.kubernetes.io/managed-by": "hardway"}
+
+
+def binding(name: str, role: str, kind: str, subject: str) -> dict:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": name, "labels": MANAGED},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": subject}],
+    }
+
+
 def rbac() -> bytes:
     return yaml_file(
         # The apiserver's kubelet-client identity may use the kubelet API (logs, exec,
@@ -14,34 +27,18 @@ def rbac() -> bytes:
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "ClusterRole",
-            "metadata": {"name": "system:kube-apiserver-to-kubelet",
-                         "labels": {"app.kubernetes.io/managed-by": "hardway"}},
+            "metadata": {"name": "system:kube-apiserver-to-kubelet", "labels": MANAGED},
             "rules": [{"apiGroups": [""],
                        "resources": ["nodes/proxy", "nodes/stats", "nodes/log", "nodes/spec", "nodes/metrics"],
                        "verbs": ["*"]}],
         },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": "system:kube-apiserver",
-                         "labels": {"app.kubernetes.io/managed-by": "hardway"}},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                        "name": "system:kube-apiserver-to-kubelet"},
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
-                          "name": "kube-apiserver-kubelet-client"}],
-        },
+        binding("system:kube-apiserver", "system:kube-apiserver-to-kubelet",
+                "User", "kube-apiserver-kubelet-client"),
         # Kubelets renew their own client certificates (rotateCertificates): the controller
         # manager approves a node's CSR for itself when the node may create one.
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": "hardway:node-autoapprove-certificate-rotation",
-                         "labels": {"app.kubernetes.io/managed-by": "hardway"}},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                        "name": "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient"},
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
-                          "name": "system:nodes"}],
-        },
+        binding("hardway:node-autoapprove-certificate-rotation",
+                "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+                "Group", "system:nodes"),
     )
 
 
@@ -68,7 +65,7 @@ def coredns(spec: ClusterSpec) -> bytes:
         "    cache 30\n    loop\n    reload\n    loadbalance\n"
         "}\n"
     )
-    meta = {"namespace": "kube-system", "labels": {"app.kubernetes.io/managed-by": "hardway"}}
+    meta = {"namespace": "kube-system", "labels": MANAGED}
     return yaml_file(
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "coredns", **meta}},
         {
