@@ -163,6 +163,13 @@ def render(directory: Path, out_dir: Path | None) -> None:
               if report.written or report.removed else f"{target}: up to date, nothing written")
 
 
+from .artifacts import artifacts as _artifacts  # noqa: E402
+from .lab import lab as _lab  # noqa: E402
+
+cli.add_command(_artifacts)
+cli.add_command(_lab)
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=False)

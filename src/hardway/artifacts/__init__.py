@@ -1,0 +1,1 @@
+"""Artifacts: upstream binaries and images, their mirror, and the operator's cache."""

@@ -1,0 +1,107 @@
+"""OCI image layout tarballs written from plain files: images without a registry.
+
+`ctr -n k8s.io images import FILE` takes the result; the image's name comes from the
+`io.containerd.image.name` annotation. Output is deterministic (fixed mtimes, sorted
+entries), so the same inputs give the same digest and a cache can key on it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..fsio import write_atomic
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    content: bytes
+    mode: int = 0o755
+
+
+def _tar(entries: dict[str, bytes | tuple[bytes, int]], gz: bool) -> bytes:
+    """A tar of `entries` (path -> content or (content, mode)); directories added as needed."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        dirs: set[str] = set()
+        for path in sorted(entries):
+            parts = path.strip("/").split("/")
+            for i in range(1, len(parts)):
+                d = "/".join(parts[:i])
+                if d not in dirs:
+                    dirs.add(d)
+                    info = tarfile.TarInfo(d)
+                    info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 0
+                    tar.addfile(info)
+            value = entries[path]
+            content, mode = value if isinstance(value, tuple) else (value, 0o644)
+            info = tarfile.TarInfo(path.strip("/"))
+            info.size, info.mode, info.mtime = len(content), mode, 0
+            tar.addfile(info, io.BytesIO(content))
+    data = buf.getvalue()
+    if gz:
+        out = io.BytesIO()
+        with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as g:
+            g.write(data)
+        return out.getvalue()
+    return data
+
+
+def _sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def image_tar(
+    ref: str,
+    files: dict[str, ImageFile],
+    entrypoint: list[str],
+    cmd: list[str] | None = None,
+    env: list[str] | None = None,
+    arch: str = "amd64",
+    user: str | None = None,
+) -> bytes:
+    """An OCI image layout tarball (oci-layout, index.json, blobs/sha256/...) of one layer."""
+    layer_tar = _tar({p: (f.content, f.mode) for p, f in files.items()}, gz=False)
+    layer = gzip.compress(layer_tar, mtime=0)
+    config_obj: dict = {
+        "architecture": arch,
+        "os": "linux",
+        "config": {"Entrypoint": entrypoint, "Env": env or ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": [_sha(layer_tar)]},
+        "history": [{"created_by": "hardway (OCI image from files)"}],
+    }
+    if cmd:
+        config_obj["config"]["Cmd"] = cmd
+    if user:
+        config_obj["config"]["User"] = user
+    config = json.dumps(config_obj, sort_keys=True).encode()
+    manifest = json.dumps({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": _sha(config), "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": _sha(layer), "size": len(layer)}],
+    }, sort_keys=True).encode()
+    tag = ref.rsplit(":", 1)[1] if ":" in ref.rsplit("/", 1)[-1] else "latest"
+    index = json.dumps({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": _sha(manifest),
+            "size": len(manifest),
+            "platform": {"architecture": arch, "os": "linux"},
+            "annotations": {"io.containerd.image.name": ref, "org.opencontainers.image.ref.name": tag},
+        }],
+    }, sort_keys=True).encode()
+    blobs = {f"blobs/sha256/{_sha(b)[7:]}": b for b in (layer, config, manifest)}
+    return _tar({"oci-layout": b'{"imageLayoutVersion":"1.0.0"}', "index.json": index, **blobs}, gz=False)
+
+
+def write_image(dest: Path, ref: str, files: dict[str, ImageFile], entrypoint: list[str],
+                cmd: list[str] | None = None, user: str | None = None) -> bool:
+    return write_atomic(dest, image_tar(ref, files, entrypoint, cmd, user=user), 0o644)
