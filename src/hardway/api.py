@@ -24,7 +24,7 @@ from .spec.presets import PRESETS, render_preset
 
 
 def init(directory: str | Path, preset: str = "basic", mirror: str | None = None,
-         name: str | None = None, force: bool = False) -> Path:
+         name: str | None = None, force: bool = False, lab: bool = False) -> Path:
     """Create DIR/cluster.yaml from a preset. Refuses to overwrite unless `force`."""
     if preset not in PRESETS:
         raise UsageError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
@@ -33,7 +33,7 @@ def init(directory: str | Path, preset: str = "basic", mirror: str | None = None
         raise UsageError(f"{cd.spec} already exists; edit it, or pass --force to replace it")
     if name is None:
         name = re.sub(r"[^a-z0-9-]+", "-", cd.root.resolve().name.lower()).strip("-")[:63] or "lab"
-    text = render_preset(preset, name, mirror)
+    text = render_preset(preset, name, mirror, lab)
     parse_spec(text, str(cd.spec))  # a preset that does not validate is a bug; fail loudly
     write_atomic(cd.spec, text.encode(), 0o644)
     return cd.spec

@@ -240,3 +240,14 @@ def test_spec_roundtrip_is_stable():
     a = parse_data(d).spec
     b = parse_data(yaml.safe_load(yaml.safe_dump(a.model_dump(mode="json", by_alias=True, exclude_none=True)))).spec
     assert a == b
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_lab_presets_carry_the_nested_host_profile(preset):
+    spec = parse_spec(render_preset(preset, "lab", lab=True)).spec
+    assert spec.container_runtime.restrict_oom_score_adj is True
+    assert spec.container_runtime.cgroup_driver == "cgroupfs"
+    assert spec.kubelet.cgroup_root == "/hardway-lab/{node}"
+    assert spec.kube_proxy.conntrack_max_per_core == 0
+    plain = parse_spec(render_preset(preset, "lab")).spec
+    assert plain.container_runtime.restrict_oom_score_adj is False and plain.kubelet.cgroup_root is None

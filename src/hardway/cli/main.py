@@ -57,9 +57,10 @@ def cli(ctx: click.Context, directory: Path | None) -> None:
 @click.option("--mirror", metavar="URL_OR_DIR", help="Artifact mirror laid out like the upstream release sites.")
 @click.option("--name", help="Cluster name (default: the directory's name).")
 @click.option("--force", is_flag=True, help="Replace an existing cluster.yaml.")
-def init(directory: Path, preset: str, mirror: str | None, name: str | None, force: bool) -> None:
+@click.option("--lab", is_flag=True, help="Nodes will be `hardway lab` machines: add the nested-host settings.")
+def init(directory: Path, preset: str, mirror: str | None, name: str | None, force: bool, lab: bool) -> None:
     """Create DIRECTORY/cluster.yaml from a preset, with comments explaining every field."""
-    path = api.init(directory, preset, mirror, name, force)
+    path = api.init(directory, preset, mirror, name, force, lab)
     out.print(f"wrote {path} (preset {preset}); next: edit it, then `hardway -C {directory} pki init`")
 
 
