@@ -1,0 +1,1 @@
+"""Deliver and activate bundles: facts -> diff -> push -> activate (see docs/design.md)."""
