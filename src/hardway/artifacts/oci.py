@@ -22,10 +22,16 @@ from ..fsio import write_atomic
 class ImageFile:
     content: bytes
     mode: int = 0o755
+    symlink: str | None = None  # set: a symbolic link to this target (content is ignored)
 
 
-def _tar(entries: dict[str, bytes | tuple[bytes, int]], gz: bool) -> bytes:
-    """A tar of `entries` (path -> content or (content, mode)); directories added as needed."""
+def symlink(target: str) -> ImageFile:
+    """An image entry that is a symbolic link, e.g. /bin/sh -> busybox."""
+    return ImageFile(b"", 0o777, target)
+
+
+def _tar(entries: dict[str, bytes | tuple[bytes, int] | ImageFile], gz: bool) -> bytes:
+    """A tar of `entries` (path -> content, (content, mode) or ImageFile); directories added as needed."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         dirs: set[str] = set()
@@ -39,7 +45,15 @@ def _tar(entries: dict[str, bytes | tuple[bytes, int]], gz: bool) -> bytes:
                     info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 0
                     tar.addfile(info)
             value = entries[path]
-            content, mode = value if isinstance(value, tuple) else (value, 0o644)
+            if isinstance(value, ImageFile) and value.symlink is not None:
+                info = tarfile.TarInfo(path.strip("/"))
+                info.type, info.linkname, info.mode, info.mtime = tarfile.SYMTYPE, value.symlink, 0o777, 0
+                tar.addfile(info)
+                continue
+            if isinstance(value, ImageFile):
+                content, mode = value.content, value.mode
+            else:
+                content, mode = value if isinstance(value, tuple) else (value, 0o644)
             info = tarfile.TarInfo(path.strip("/"))
             info.size, info.mode, info.mtime = len(content), mode, 0
             tar.addfile(info, io.BytesIO(content))
@@ -66,7 +80,7 @@ def image_tar(
     user: str | None = None,
 ) -> bytes:
     """An OCI image layout tarball (oci-layout, index.json, blobs/sha256/...) of one layer."""
-    layer_tar = _tar({p: (f.content, f.mode) for p, f in files.items()}, gz=False)
+    layer_tar = _tar(dict(files), gz=False)
     layer = gzip.compress(layer_tar, mtime=0)
     config_obj: dict = {
         "architecture": arch,
