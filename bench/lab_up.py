@@ -13,15 +13,15 @@ bench/results/lab_up[-cold].json and prints a table. A benchmark, not a test.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.report import print_flat, write_report  # noqa: E402
 
 SUBNET = "10.240.78"
 
@@ -94,18 +94,8 @@ def main() -> None:
             lab.destroy(d, progress)
             results["destroy_s"] = time.perf_counter() - t
 
-    out = {
-        "benchmark": "lab_up",
-        "cold_cache": args.cold,
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "results": results,
-    }
-    path = Path(__file__).parent / "results" / f"lab_up{'-cold' if args.cold else ''}.json"
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(json.dumps(out, indent=2) + "\n")
-    for k, v in results.items():
-        print(f"{k:<22} {v:.2f}" if isinstance(v, float) else f"{k:<22} {v}")
+    path = write_report(f"lab_up{'-cold' if args.cold else ''}", results, cold_cache=args.cold)
+    print_flat(results)
     print(f"-> {path}")
 
 

@@ -11,15 +11,15 @@ Writes bench/results/mirror_build[-cold].json and prints a table. A benchmark, n
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.report import print_flat, write_report  # noqa: E402
 
 
 def main() -> None:
@@ -67,18 +67,8 @@ def main() -> None:
             results["fetch_warm_s"] = time.perf_counter() - t
             results["fetch_warm_downloaded"] = len(f.downloaded)
 
-    out = {
-        "benchmark": "mirror_build",
-        "cold_cache": args.cold,
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "results": results,
-    }
-    path = Path(__file__).parent / "results" / f"mirror_build{'-cold' if args.cold else ''}.json"
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(json.dumps(out, indent=2) + "\n")
-    for k, v in results.items():
-        print(f"{k:<24} {v:.2f}" if isinstance(v, float) else f"{k:<24} {v}")
+    path = write_report(f"mirror_build{'-cold' if args.cold else ''}", results, cold_cache=args.cold)
+    print_flat(results)
     print(f"-> {path}")
 
 

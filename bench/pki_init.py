@@ -10,8 +10,6 @@ asserts a time.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -19,6 +17,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.report import write_report  # noqa: E402
 
 from hardway.clusterdir import ClusterDir  # noqa: E402
 from hardway.material import ensure_material  # noqa: E402
@@ -56,17 +56,7 @@ def main() -> None:
     for name, data in cases.items():
         data["pki"]["keyType"] = args.key_type
         results[name] = measure(data, args.repeat)
-    out = {
-        "benchmark": "pki_init",
-        "key_type": args.key_type,
-        "repeat": args.repeat,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "results": results,
-    }
-    path = Path(__file__).parent / "results" / f"pki_init-{args.key_type}.json"
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(json.dumps(out, indent=2) + "\n")
+    path = write_report(f"pki_init-{args.key_type}", results, key_type=args.key_type, repeat=args.repeat)
     for name, r in results.items():
         print(f"{name:<12} {r['nodes']:>4} nodes {r['files_written']:>4} files  "
               f"cold {r['cold_s']['median']:.3f}s (min {r['cold_s']['min']:.3f})  "

@@ -117,7 +117,7 @@ def _down_summary(r: hwlab.DownReport, what: str) -> None:
     for name, how in r.stopped.items():
         out.print(f"{name}: {how}", markup=False)
     out.print(f"lab {what}: every machine stopped, no lab process, cgroup, veth or bridge left"
-              + (f"; bridge removed" if r.bridge_removed else ""), markup=False)
+              + ("; bridge removed" if r.bridge_removed else ""), markup=False)
 
 
 @lab.command()
