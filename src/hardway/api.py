@@ -81,3 +81,29 @@ def render(directory: str | Path = ".", out: str | Path | None = None) -> tuple[
     bundles = render_cluster(spec, load_material(cd, spec))
     report = write_bundles(bundles, Path(out) if out else cd.bundles)
     return bundles, report, material_report
+
+
+def up(directory: str | Path = ".", progress=lambda _m: None, timeout: float = 300,
+       parallel: int = 16, local: tuple[str, ...] = ()):
+    """Bring the cluster up, or up to date: idempotent (deploy/up.py)."""
+    from .deploy.up import Options, up as _up
+    return _up(directory, progress, Options(timeout, parallel, local))
+
+
+def diff(directory: str | Path = ".", progress=lambda _m: None, parallel: int = 16,
+         local: tuple[str, ...] = ()):
+    """Per host, what `up` would change (deploy.plan.HostPlan); changes nothing."""
+    from .deploy.up import Options, diff as _diff
+    return _diff(directory, progress, Options(parallel=parallel, local=local))
+
+
+def verify(directory: str | Path = ".", progress=lambda _m: None, local: tuple[str, ...] = ()):
+    from .deploy.up import Options
+    from .verify.health import verify as _verify
+    return _verify(directory, progress, Options(local=local))
+
+
+def smoke(directory: str | Path = ".", progress=lambda _m: None, local: tuple[str, ...] = ()):
+    from .deploy.up import Options
+    from .verify.smoke import smoke as _smoke
+    return _smoke(directory, progress, Options(local=local))

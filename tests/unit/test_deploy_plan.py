@@ -14,7 +14,8 @@ def bundle_and_facts(preset="basic", node="worker-0", edit=None):
     spec = make_spec(preset, edit=edit)
     b = render_cluster(spec, fake_material(spec)).nodes[node]
     facts = Facts(node, files={p: FileFact(f.sha256, f.mode, f.owner) for p, f in b.files.items()},
-                  active_units=frozenset(u.name for u in b.units))
+                  active_units=frozenset(u.name for u in b.units), sysctls=dict(b.sysctls),
+                  modules={m: True for m in b.modules})
     return b, facts
 
 
@@ -53,3 +54,39 @@ def test_stopped_unit_is_started_not_restarted():
     b, facts = bundle_and_facts()
     p = plan_host(b, replace(facts, active_units=facts.active_units - {"kubelet.service"}))
     assert p.starts == ["kubelet.service"] and p.restarts == [] and p.writes == []
+
+
+def test_interrupted_run_owes_restarts_that_the_next_plan_carries_out():
+    b, facts = bundle_and_facts()
+    p = plan_host(b, replace(facts, pending_restarts=("kubelet.service",)))
+    assert p.restarts == ["kubelet.service"] and p.writes == []
+
+
+def test_kernel_settings_that_differ_are_planned_and_present_modules_are_not():
+    b, facts = bundle_and_facts()
+    sysctls = dict(facts.sysctls, **{"net.ipv4.ip_forward": "0"})
+    p = plan_host(b, replace(facts, sysctls=sysctls, modules={"overlay": True, "br_netfilter": False}))
+    assert p.sysctls == {"net.ipv4.ip_forward": ("0", "1")}
+    assert p.modules == ["br_netfilter"] and not p.restarts
+
+
+def test_a_replaced_binary_restarts_the_unit_that_runs_it(tmp_path):
+    from hardway.deploy.desired import Blob
+
+    b, facts = bundle_and_facts()
+    kubelet = tmp_path / "kubelet"
+    kubelet.write_bytes(b"new kubelet")
+    items = dict(b.files)
+    items["/usr/local/bin/kubelet"] = Blob("/usr/local/bin/kubelet", "ab" * 32, 11, kubelet)
+    files = dict(facts.files, **{"/usr/local/bin/kubelet": FileFact("cd" * 32, 0o755, "root:root")})
+    p = plan_host(b, replace(facts, files=files), items)
+    assert [c.reason for _, c in p.writes] == ["content"]
+    assert p.restarts == ["kubelet.service"]
+
+
+def test_images_are_imported_when_missing_or_rewritten():
+    b, facts = bundle_and_facts()
+    images = {"/var/lib/hardway/images/web-1.0.tar": ["hardway.local/web:1.0"]}
+    assert plan_host(b, facts, images=images).imports == ["/var/lib/hardway/images/web-1.0.tar"]
+    have = replace(facts, images=frozenset({"hardway.local/web:1.0"}))
+    assert plan_host(b, have, images=images).imports == []

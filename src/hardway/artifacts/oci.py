@@ -119,3 +119,22 @@ def image_tar(
 def write_image(dest: Path, ref: str, files: dict[str, ImageFile], entrypoint: list[str],
                 cmd: list[str] | None = None, user: str | None = None) -> bool:
     return write_atomic(dest, image_tar(ref, files, entrypoint, cmd, user=user), 0o644)
+
+
+def image_refs(path: Path) -> list[str]:
+    """The image names an OCI layout tarball carries (what `ctr images import` will create)."""
+    with tarfile.open(path) as tar:
+        try:
+            member = tar.extractfile("index.json")
+        except KeyError:
+            member = None
+        if member is None:
+            return []
+        index = json.loads(member.read())
+    refs = []
+    for m in index.get("manifests", []):
+        ann = m.get("annotations") or {}
+        ref = ann.get("io.containerd.image.name") or ann.get("org.opencontainers.image.ref.name")
+        if ref and ref not in refs:
+            refs.append(ref)
+    return refs

@@ -1,12 +1,15 @@
-"""What `hardway up` would change on one host: desired bundle vs the host's facts. Pure.
+"""What `hardway up` would change on one host: desired state vs the host's facts. Pure.
 
-A file is written when its content, mode or owner differs. A unit restarts only when a
-file in its `restart_on` was written; systemd reloads once when any unit file changed.
-`hardway diff` prints these plans; `hardway up` carries them out.
+A file is written when its content, mode or owner differs. A unit restarts when a file in its
+`restart_on` was written, when the binary it runs was replaced, or when an earlier,
+interrupted run wrote its files but never restarted it (the node's pending-restarts record).
+systemd reloads once when any unit file changed. `hardway diff` prints these plans;
+`hardway up` carries them out.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..render.bundle import Bundle, File
@@ -28,8 +31,13 @@ class Facts:
     os_release: str = ""
     kernel: str = ""
     swap_on: bool = False
-    files: dict[str, FileFact | None] = field(default_factory=dict)  # None: absent
+    systemd: bool = True
+    files: dict[str, FileFact | None] = field(default_factory=dict)  # None/absent: no file
     active_units: frozenset[str] = frozenset()
+    pending_restarts: tuple[str, ...] = ()
+    images: frozenset[str] = frozenset()
+    sysctls: dict[str, str] = field(default_factory=dict)
+    modules: dict[str, bool] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -41,17 +49,25 @@ class Change:
 @dataclass
 class HostPlan:
     node: str
-    writes: list[tuple[File, Change]] = field(default_factory=list)
+    writes: list[tuple[object, Change]] = field(default_factory=list)  # (File | Blob, Change)
     daemon_reload: bool = False
     restarts: list[str] = field(default_factory=list)
     starts: list[str] = field(default_factory=list)  # units not running yet
+    sysctls: dict[str, tuple[str, str]] = field(default_factory=dict)  # key -> (now, wanted)
+    modules: list[str] = field(default_factory=list)  # to load
+    imports: list[str] = field(default_factory=list)  # image tarballs to import into containerd
 
     @property
     def empty(self) -> bool:
-        return not (self.writes or self.restarts or self.starts or self.daemon_reload)
+        return not (self.writes or self.restarts or self.starts or self.daemon_reload
+                    or self.sysctls or self.modules or self.imports)
+
+    @property
+    def bytes_to_send(self) -> int:
+        return sum(getattr(it, "size", None) or len(getattr(it, "content", b"")) for it, _ in self.writes)
 
 
-def _change(f: File, fact: FileFact | None) -> Change | None:
+def _change(f, fact: FileFact | None) -> Change | None:
     if fact is None:
         return Change(f.path, "new")
     if fact.sha256 != f.sha256:
@@ -63,18 +79,63 @@ def _change(f: File, fact: FileFact | None) -> Change | None:
     return None
 
 
-def plan_host(bundle: Bundle, facts: Facts) -> HostPlan:
+def plan_host(bundle: Bundle, facts: Facts, items: dict | None = None,
+              images: dict[str, list[str]] | None = None) -> HostPlan:
+    """`items`: path -> File | Blob (default: the bundle's files); `images`: tarball path ->
+    the refs it holds (imported when the tarball is written or a ref is missing)."""
+    items = items if items is not None else bundle.files
     plan = HostPlan(bundle.node)
     changed: set[str] = set()
-    for path, f in sorted(bundle.files.items()):
+    for path, f in sorted(items.items()):
         c = _change(f, facts.files.get(path))
         if c is not None:
             plan.writes.append((f, c))
             changed.add(path)
     plan.daemon_reload = any(p.startswith("/etc/systemd/system/") for p in changed)
+    binaries = {p for p in changed if p.startswith(("/usr/local/bin/", "/opt/cni/bin/"))}
     for unit in bundle.units:
+        unit_file = bundle.files.get(f"/etc/systemd/system/{unit.name}")
+        runs_changed_binary = unit_file is not None and any(
+            f"{b} ".encode() in unit_file.content or f"{b}\n".encode() in unit_file.content for b in binaries)
         if unit.name not in facts.active_units:
             plan.starts.append(unit.name)
-        elif any(p in changed for p in unit.restart_on):
+        elif (any(p in changed for p in unit.restart_on) or runs_changed_binary
+              or unit.name in facts.pending_restarts):
             plan.restarts.append(unit.name)
+    for key, wanted in bundle.sysctls.items():
+        now = facts.sysctls.get(key, "")
+        if " ".join(now.split()) != " ".join(wanted.split()):
+            plan.sysctls[key] = (now, wanted)
+    plan.modules = [m for m in bundle.modules if not facts.modules.get(m, False)]
+    for path, refs in sorted((images or {}).items()):
+        if path in changed or not set(refs) <= facts.images:
+            plan.imports.append(path)
     return plan
+
+
+def describe(plan: HostPlan) -> list[str]:
+    """Human lines for `hardway diff` and `up`'s summary."""
+    lines = [f"write {c.path} ({c.reason})" for _, c in plan.writes]
+    lines += [f"sysctl {k}: {now or '(unset)'} -> {want}" for k, (now, want) in plan.sysctls.items()]
+    lines += [f"load kernel module {m}" for m in plan.modules]
+    if plan.daemon_reload:
+        lines.append("systemctl daemon-reload")
+    lines += [f"start {u}" for u in plan.starts]
+    lines += [f"restart {u}" for u in plan.restarts]
+    lines += [f"import image {p}" for p in plan.imports]
+    return lines
+
+
+def summary(plans: Iterable[HostPlan]) -> str:
+    plans = list(plans)
+    changed = [p for p in plans if not p.empty]
+    if not changed:
+        return f"no changes on any of {len(plans)} host(s)"
+    files = sum(len(p.writes) for p in changed)
+    restarts = sum(len(p.restarts) for p in changed)
+    starts = sum(len(p.starts) for p in changed)
+    return (f"{len(changed)} of {len(plans)} host(s) change: {files} file(s) to write, "
+            f"{starts} unit(s) to start, {restarts} to restart")
+
+
+__all__ = ["Change", "Facts", "FileFact", "HostPlan", "describe", "plan_host", "summary", "File"]

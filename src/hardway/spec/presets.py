@@ -71,13 +71,10 @@ PRESETS: dict[str, Preset] = {
 
 NESTED_PROFILE = """\
 # Nested-host profile (the hardway lab: nodes are systemd-nspawn machines sharing this
-# host's kernel and cgroup tree). Real machines need none of this.
+# host's kernel; each has its own cgroup namespace). Real machines need none of this.
 containerRuntime:
   restrictOOMScoreAdj: true      # no process here may lower oom_score_adj; runc must not try
-  cgroupDriver: cgroupfs         # kubelet manages plain cgroup directories under cgroupRoot
-
-kubelet:
-  cgroupRoot: /hardway-lab/{node}  # machines share the host's cgroups: one subtree per node
+  cgroupDriver: cgroupfs         # kubelet manages plain cgroup directories (no systemd slices)
 
 kubeProxy:
   conntrackMaxPerCore: 0         # a network namespace may not raise the global nf_conntrack_max

@@ -1,0 +1,102 @@
+"""`hardway up | diff | verify | kubectl`: the cluster on its hosts."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from .. import api
+from .main import DIR_OPTION, cli, err, out
+
+LOCAL_OPTION = click.option(
+    "--local", multiple=True, metavar="NODE",
+    help="Reach this node by running commands on this machine instead of SSH (repeatable).")
+
+
+def _progress():
+    t0 = time.monotonic()
+
+    def say(msg: str) -> None:
+        err.print(f"[{time.monotonic() - t0:6.1f}s] {msg}", markup=False, highlight=False)
+    return say
+
+
+@cli.command()
+@DIR_OPTION
+@click.option("--timeout", default=300.0, show_default=True, help="Seconds each health wait may take.")
+@click.option("--parallel", default=16, show_default=True, help="Hosts worked on at once.")
+@LOCAL_OPTION
+def up(directory: Path, timeout: float, parallel: int, local: tuple[str, ...]) -> None:
+    """Bring the cluster up (or up to date) on its hosts, phase by phase. Idempotent.
+
+    PKI and bundles are made as needed, artifacts fetched (or taken from the cache), only
+    changed files pushed, only affected services restarted; each phase ends with a health
+    wait. On failure: the host, the phase, the command and the unit's journal, exit 1.
+    """
+    report = api.up(directory, _progress(), timeout, parallel, local)
+    phases = ", ".join(f"{k} {v:.1f}s" for k, v in report.phase_seconds.items())
+    out.print(f"cluster up in {report.seconds:.1f}s ({phases}). "
+              f"Try: hardway -C {directory} kubectl get nodes")
+
+
+@cli.command()
+@DIR_OPTION
+@click.option("--parallel", default=16, show_default=True, help="Hosts queried at once.")
+@LOCAL_OPTION
+def diff(directory: Path, parallel: int, local: tuple[str, ...]) -> None:
+    """Print, per host, what `hardway up` would change, without changing anything."""
+    from ..deploy.plan import describe, summary
+    plans = api.diff(directory, _progress(), parallel, local)
+    for name, plan in plans.items():
+        lines = describe(plan)
+        out.print(f"{name}: " + ("up to date" if not lines else f"{len(lines)} change(s)"))
+        for line in lines:
+            out.print(f"  {line}")
+    out.print(summary(plans.values()))
+
+
+@cli.command()
+@DIR_OPTION
+@click.option("--smoke", is_flag=True, help="Also run the smoke tests (a workload, logs, exec, "
+              "port-forward, services, encryption at rest).")
+@LOCAL_OPTION
+def verify(directory: Path, smoke: bool, local: tuple[str, ...]) -> None:
+    """Check etcd, every apiserver, every unit, every node. Exit 0 healthy, 3 degraded, 1 broken."""
+    report = api.verify(directory, _progress(), local)
+    for c in report.checks:
+        out.print(f"{'ok  ' if c.ok else 'FAIL'} {c.name}" + (f": {c.detail}" if c.detail else ""))
+    out.print(f"cluster {report.status.value}" + (": " + "; ".join(report.reasons) if report.reasons else ""))
+    code = report.status.exit_code
+    if smoke:
+        if report.status.value == "broken":
+            out.print("smoke tests not run: the cluster is broken")
+        else:
+            s = api.smoke(directory, _progress(), local)
+            for r in s.results:
+                out.print(f"{r.outcome.upper():<4} {r.name}: {r.detail}")
+            passed = sum(r.outcome == "pass" for r in s.results)
+            skipped = sum(r.outcome == "skip" for r in s.results)
+            out.print(f"smoke: {passed} passed, {len(s.results) - passed - skipped} failed, {skipped} not run")
+            if not s.ok:
+                code = code or 1
+    sys.exit(code)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@DIR_OPTION
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def kubectl(directory: Path, args: tuple[str, ...]) -> None:
+    """Run the cluster's kubectl (DIR/bin/kubectl) as the cluster admin: `hardway kubectl get nodes`."""
+    from ..clusterdir import ClusterDir
+    from ..deploy.up import kubectl_path
+    from ..errors import OperationError
+    cd = ClusterDir.at(directory)
+    path = kubectl_path(cd)
+    if not path.exists():
+        raise OperationError(f"{path} is missing: run `hardway -C {directory} up` first")
+    sys.stdout.flush()
+    os.execv(str(path), [str(path), "--kubeconfig", str(cd.kubeconfig("admin")), *args])

@@ -1,0 +1,95 @@
+"""Activation on one host: the node-side commands of each phase. Scripts are built here (pure)
+and run through a transport; the cluster-wide order and health waits live in up.py.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from ..render.bundle import Phase, Unit
+from .desired import PENDING, Desired
+from .facts import module_present
+from .plan import HostPlan
+from .transport import CommandFailed, Transport, check
+
+# Long-running units are started without waiting: etcd's start only returns once a quorum
+# exists, which needs its peers to start too. The phase's health wait follows instead.
+# containerd is waited for: images are imported into it next.
+WAIT_FOR_START = {"containerd.service"}
+
+
+def units_in(d: Desired, phase: Phase) -> list[Unit]:
+    return [u for u in d.bundle.units if u.phase == phase]
+
+
+def host_settings_script(plan: HostPlan) -> str:
+    lines = ["set -u", "rc=0"]
+    for m in plan.modules:
+        lines.append(f"{module_present(m)} || modprobe {shlex.quote(m)} || "
+                     f"{{ echo 'kernel module {m} is neither built in nor loadable' >&2; rc=1; }}")
+    for key, (_, want) in plan.sysctls.items():
+        lines.append(f"sysctl -q -w {shlex.quote(f'{key}={want}')} || "
+                     f"{{ echo 'cannot set {key}={want} (is /proc/sys read-only here?)' >&2; rc=1; }}")
+    lines.append("exit $rc")
+    return "\n".join(lines) + "\n"
+
+
+def units_script(units: list[Unit], plan: HostPlan) -> str:
+    restart = [u for u in units if u.name in plan.restarts]
+    start = [u for u in units if u.name in plan.starts]
+    if not (restart or start):
+        return ""
+    lines = ["set -e", f"systemctl enable -q {shlex.join(u.name for u in restart + start)}"]
+    for verb, group in (("restart", restart), ("start", start)):
+        for u in group:
+            block = u.oneshot or u.name in WAIT_FOR_START
+            lines.append(f"systemctl {verb}{'' if block else ' --no-block'} {u.name}")
+    return "\n".join(lines) + "\n"
+
+
+def import_script(paths: list[str]) -> str:
+    return "set -e\n" + "".join(f"ctr -n k8s.io images import {shlex.quote(p)} >/dev/null\n" for p in paths)
+
+
+async def daemon_reload(t: Transport) -> None:
+    await check(t, "systemctl daemon-reload", "systemctl daemon-reload", timeout=60)
+
+
+async def activate(t: Transport, d: Desired, plan: HostPlan, phase: Phase) -> list[str]:
+    """Carry out `phase` on this host; returns what was done (for progress output)."""
+    done: list[str] = []
+    if phase is Phase.host and (plan.modules or plan.sysctls):
+        await check(t, host_settings_script(plan), "kernel settings (modules, sysctls)", timeout=60)
+        done += [f"sysctl {k}" for k in plan.sysctls] + [f"module {m}" for m in plan.modules]
+    units = units_in(d, phase)
+    before_import = [u for u in units if u.name == "containerd.service"]
+    after_import = [u for u in units if u.name != "containerd.service"]
+    for group in (before_import, after_import):
+        script = units_script(group, plan)
+        if script:
+            names = [u.name for u in group if u.name in plan.restarts or u.name in plan.starts]
+            try:
+                await check(t, script, f"starting {', '.join(names)}", timeout=180)
+            except CommandFailed as e:
+                raise CommandFailed(e.node, e.what + "\n" + await journal_tail(t, names), e.result) from e
+            done += [("restart " if n in plan.restarts else "start ") + n for n in names]
+        if group is before_import and plan.imports and phase is Phase.worker:
+            await check(t, import_script(plan.imports), f"importing {len(plan.imports)} image(s) into containerd",
+                        timeout=300)
+            done += [f"import {p.rsplit('/', 1)[-1]}" for p in plan.imports]
+    return done
+
+
+async def clear_pending(t: Transport) -> None:
+    await check(t, f"rm -f {PENDING}", "clearing the pending-restarts record", timeout=30)
+
+
+async def journal_tail(t: Transport, units: list[str], lines: int = 20) -> str:
+    """Each unit's state and the last lines of its journal: what a failure report shows."""
+    if not units:
+        return ""
+    script = "".join(
+        f"echo \"--- {u}: $(systemctl is-active {u} 2>/dev/null) (journalctl -u {u} -n {lines})\"\n"
+        f"journalctl -u {u} -n {lines} --no-pager -o cat 2>&1\n" for u in units)
+    r = await t.run(script, timeout=30)
+    return r.out.rstrip()

@@ -1,0 +1,123 @@
+"""Health checks from the operator's machine, over mutual TLS with the cluster directory's
+certificates: etcd `/health`, apiserver `/readyz`, and small reads of the Kubernetes API.
+
+Only the standard library (ssl, http.client): the checks must work before kubectl is on the
+machine, and they send nothing anywhere but the node addresses in the spec.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..clusterdir import ClusterDir
+from ..errors import OperationError
+from ..spec.model import ClusterSpec
+
+ETCD_CLIENT_PORT = 2379
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A client certificate and the CA bundle that verifies the server."""
+
+    cafile: Path
+    cert: Path
+    key: Path
+
+    def context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        ctx.load_verify_locations(cafile=str(self.cafile))
+        # In the root layout the nodes' CAs are intermediates; trust them as anchors.
+        ctx.verify_flags |= getattr(ssl, "VERIFY_X509_PARTIAL_CHAIN", 0)
+        ctx.load_cert_chain(str(self.cert), str(self.key))
+        return ctx
+
+
+def identity(cd: ClusterDir, ca: str, client: str) -> Identity:
+    return Identity(cd.cert(ca), cd.cert(client), cd.key(client))
+
+
+def https_get(host: str, port: int, path: str, ident: Identity, timeout: float = 5,
+              server_name: str | None = None) -> tuple[int, bytes]:
+    conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=ident.context())
+    try:
+        conn.request("GET", path, headers={"Host": server_name or host})
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+async def aget(host: str, port: int, path: str, ident: Identity, timeout: float = 5) -> tuple[int, bytes]:
+    return await asyncio.to_thread(https_get, host, port, path, ident, timeout)
+
+
+def etcd_health(host: str, ident: Identity, timeout: float = 3) -> tuple[bool, str]:
+    try:
+        status, body = https_get(host, ETCD_CLIENT_PORT, "/health", ident, timeout)
+        ok = status == 200 and json.loads(body).get("health") in ("true", True)
+        return ok, body.decode(errors="replace").strip()
+    except (OSError, ssl.SSLError, ValueError, http.client.HTTPException) as e:
+        return False, str(e) or type(e).__name__
+
+
+def apiserver_ready(host: str, port: int, ident: Identity, timeout: float = 3) -> tuple[bool, str]:
+    try:
+        status, body = https_get(host, port, "/readyz", ident, timeout)
+        return status == 200, body.decode(errors="replace").strip()[-300:]
+    except (OSError, ssl.SSLError, http.client.HTTPException) as e:
+        return False, str(e) or type(e).__name__
+
+
+class Api:
+    """GETs against the Kubernetes API as the cluster admin."""
+
+    def __init__(self, spec: ClusterSpec, cd: ClusterDir) -> None:
+        self.host, self.port = str(spec.api_host), spec.api_port
+        self.ident = identity(cd, "ca", "admin")
+
+    def get(self, path: str, timeout: float = 5) -> dict:
+        status, body = https_get(self.host, self.port, path, self.ident, timeout)
+        if status != 200:
+            raise OperationError(f"GET {path} from the API at {self.host}:{self.port}: HTTP {status}: "
+                                 f"{body[:300].decode(errors='replace')}")
+        return json.loads(body)
+
+    def nodes(self) -> dict[str, bool]:
+        """node name -> Ready."""
+        out = {}
+        for item in self.get("/api/v1/nodes").get("items", []):
+            conds = {c["type"]: c["status"] for c in item.get("status", {}).get("conditions", [])}
+            out[item["metadata"]["name"]] = conds.get("Ready") == "True"
+        return out
+
+
+Progress = Callable[[str], None]
+
+
+async def wait_for(what: str, probe: Callable[[], Awaitable[tuple[bool, str]]], timeout: float,
+                   progress: Progress, interval: float = 0.5) -> float:
+    """Poll `probe` until it reports True; say what is awaited and, every 10 s, what it last saw."""
+    start = time.monotonic()
+    progress(f"waiting for {what}")
+    last_note = start
+    detail = ""
+    while True:
+        ok, detail = await probe()
+        now = time.monotonic()
+        if ok:
+            progress(f"{what}: ok ({now - start:.1f} s)")
+            return now - start
+        if now - start > timeout:
+            raise TimeoutError(f"{what}: not reached within {timeout:.0f} s (last seen: {detail})")
+        if now - last_note >= 10:
+            progress(f"  still waiting for {what} ({now - start:.0f} s): {detail}")
+            last_note = now
+        await asyncio.sleep(interval)

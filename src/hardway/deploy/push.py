@@ -1,0 +1,88 @@
+"""Push: only the changed files, in one streamed tar per host, each file made atomic.
+
+Every file travels as `<path>.hardway-new`, gets its owner and mode, and only then is renamed
+over `<path>`: a reader sees the old file or the new one, never half of one, and a private
+key is never readable by others, not even for a moment. Before the first rename the node
+records the units this push obliges to restart (desired.PENDING): a run cut off between push
+and restart still restarts them next time.
+"""
+
+from __future__ import annotations
+
+import shlex
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import PurePosixPath
+
+from ..render.bundle import File
+from .desired import MANIFEST, PENDING, SUMS, Blob
+from .plan import HostPlan
+from .transport import Transport, check
+
+SUFFIX = ".hardway-new"
+CHUNK = 1 << 20
+
+
+def _entry(item: File | Blob, mtime: int) -> Iterator[bytes]:
+    info = tarfile.TarInfo(item.path.lstrip("/") + SUFFIX)
+    info.mode = 0o600  # the real mode is set after chown, before the rename
+    info.mtime = mtime
+    if isinstance(item, Blob):
+        info.size = item.size
+        yield info.tobuf(format=tarfile.PAX_FORMAT)
+        sent = 0
+        with item.source.open("rb") as f:
+            while chunk := f.read(CHUNK):
+                sent += len(chunk)
+                yield chunk
+        if sent != item.size:
+            raise OSError(f"{item.source} changed size while being sent ({item.size} -> {sent} bytes)")
+    else:
+        info.size = len(item.content)
+        yield info.tobuf(format=tarfile.PAX_FORMAT)
+        yield item.content
+    if info.size % 512:
+        yield b"\0" * (512 - info.size % 512)
+
+
+def tar_stream(items: list[File | Blob]) -> Iterator[bytes]:
+    mtime = int(time.time())
+    for it in items:
+        yield from _entry(it, mtime)
+    yield b"\0" * 1024
+
+
+def push_script(plan: HostPlan, root: str = "") -> str:
+    """The node-side half: pending restarts, directories, extract, users, owners, modes, renames.
+    `root` prefixes every node path (tests run the script into a scratch directory)."""
+    items = [it for it, _ in plan.writes]
+    # The manifest goes last: it claims files only once they are in place.
+    items.sort(key=lambda it: it.path == MANIFEST)
+
+    def q(path: str) -> str:
+        return shlex.quote(root + path)
+
+    dirs = sorted({str(PurePosixPath(it.path).parent) for it in items} | {str(PurePosixPath(PENDING).parent)})
+    lines = ["set -eu", "umask 022", "mkdir -p " + " ".join(q(d) for d in dirs)]
+    if plan.restarts:
+        lines.append(f"printf '%s\\n' {shlex.join(plan.restarts)} >> {q(PENDING)}")
+    lines.append(f"umask 077; tar -x -C {shlex.quote(root or '/')} -f - --no-same-owner")
+    for conf, tool in (("/etc/sysusers.d/", "systemd-sysusers"), ("/etc/tmpfiles.d/", "systemd-tmpfiles --create")):
+        for it in items:
+            if it.path.startswith(conf):
+                lines.append(f"{tool} {q(it.path + SUFFIX)}")
+    for it in items:
+        new, path = q(it.path + SUFFIX), q(it.path)
+        lines += [f"chown {shlex.quote(it.owner)} {new}", f"chmod {it.mode:04o} {new}", f"mv -f {new} {path}",
+                  # Recorded in SUMS so the next facts run need not hash it again (facts.py).
+                  f"echo \"$(stat -c '%s %i %.9Z' {path}) {it.sha256} {it.path}\" >> {q(SUMS)}"]
+    return "\n".join(lines) + "\n"
+
+
+async def push(t: Transport, plan: HostPlan, timeout: float = 900) -> None:
+    items = [it for it, _ in plan.writes]
+    if not items:
+        return
+    items.sort(key=lambda it: it.path == MANIFEST)
+    await check(t, push_script(plan), f"pushing {len(items)} file(s)", tar_stream(items), timeout)

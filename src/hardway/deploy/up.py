@@ -1,0 +1,388 @@
+"""`hardway up` and `hardway diff`: spec -> material -> bundles -> artifacts -> facts -> plan ->
+push -> activate, phase by phase across the cluster, each phase ending in a health wait.
+
+Phases (each parallel across its hosts): host settings -> etcd (every member healthy) ->
+control plane (every apiserver /readyz) -> load balancer (the API answers through it) ->
+cluster objects (RBAC, add-ons) -> workers (every kubelet registered) -> nodes Ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..artifacts.fetch import Fetched, fetch_for_spec
+from ..artifacts.oci import image_refs
+from ..clusterdir import ClusterDir
+from ..errors import OperationError, UsageError
+from ..fsio import write_atomic
+from ..material import ensure_material, load_material
+from ..render import render_cluster
+from ..render.bundle import ClusterBundle, Phase
+from ..spec.load import load_spec
+from ..spec.model import ClusterSpec, Role
+from . import activate as act
+from .desired import Desired, desired_for, file_sha256
+from .facts import gather
+from .health import Api, apiserver_ready, etcd_health, identity, wait_for
+from .hostkeys import KnownHosts
+from .plan import Facts, HostPlan, describe, plan_host, summary
+from .push import push
+from .transport import LocalTransport, Transport, connect_ssh
+
+Progress = Callable[[str], None]
+MANIFESTS_RECORD = ("kube-system", "hardway-applied-manifests")  # ConfigMap: sha256 of what was applied
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+@dataclass
+class Options:
+    timeout: float = 300  # per health wait
+    parallel: int = 16  # hosts worked on at once
+    local: tuple[str, ...] = ()  # nodes reached without SSH (this machine)
+
+
+@dataclass
+class UpReport:
+    plans: dict[str, HostPlan]
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    changed: bool = False
+    manifests_applied: bool = False
+
+
+@dataclass
+class Prepared:
+    spec: ClusterSpec
+    cd: ClusterDir
+    cluster: ClusterBundle
+    fetched: Fetched
+    desired: dict[str, Desired]
+
+
+def kubectl_path(cd: ClusterDir) -> Path:
+    return cd.root / "bin" / "kubectl"
+
+
+def prepare(directory: Path, progress: Progress) -> Prepared:
+    cd = ClusterDir.at(directory)
+    spec = load_spec(cd.spec).spec
+    report = ensure_material(cd, spec)
+    if report.all_written:
+        progress(f"pki: wrote {len(report.all_written)} file(s) in {cd.root}")
+    cluster = render_cluster(spec, load_material(cd, spec))
+    fetched = fetch_for_spec(spec, cd.root, progress)
+    images: dict[str, tuple[Path, list[str]]] = {}
+    for entry in spec.artifacts.images:
+        path = fetched.files[f"image/{entry}"]
+        refs = image_refs(path)
+        if not refs:
+            raise UsageError(f"spec.artifacts.images: {entry}: {path} is not an OCI image tarball with "
+                             "an image name (index.json annotation io.containerd.image.name)")
+        images[entry] = (path, refs)
+    desired = {name: desired_for(b, fetched.binaries(b.binaries), images) for name, b in cluster.nodes.items()}
+    # The operator's kubectl: the same version as the cluster, beside its kubeconfig.
+    kubectl = fetched.binary("kubernetes-server", "kubectl")
+    target = kubectl_path(cd)
+    if not target.exists() or file_sha256(target) != file_sha256(kubectl):
+        write_atomic(target, kubectl.read_bytes(), 0o755)
+    return Prepared(spec, cd, cluster, fetched, desired)
+
+
+async def connect_all(spec: ClusterSpec, cd: ClusterDir, names: list[str], opts: Options) -> dict[str, Transport]:
+    """A transport per node, opened in parallel; host keys checked (hostkeys.py)."""
+    known = KnownHosts(cd.root)
+    by_name = {n.name: n for n in spec.nodes}
+
+    async def one(name: str) -> Transport:
+        if name in opts.local:
+            return LocalTransport(name)
+        ssh = spec.ssh_for(by_name[name])
+        return await connect_ssh(name, str(by_name[name].address), ssh.user or "root", ssh.port or 22,
+                                 ssh.key, known)
+
+    opened: dict[str, Transport] = {}
+
+    async def keep(name: str) -> None:
+        opened[name] = await one(name)
+
+    try:
+        await _each(names, keep, opts.parallel)
+    except BaseException:
+        await asyncio.gather(*(t.close() for t in opened.values()), return_exceptions=True)
+        raise
+    return opened
+
+
+async def _each(names: list[str], fn: Callable[[str], Awaitable], parallel: int) -> dict:
+    """Run fn per host, at most `parallel` at once; the first failure cancels the rest."""
+    sem = asyncio.Semaphore(parallel)
+
+    async def one(name: str):
+        async with sem:
+            return name, await fn(name)
+
+    return dict(await asyncio.gather(*(one(n) for n in names)))
+
+
+def _check_facts(spec: ClusterSpec, facts: dict[str, Facts]) -> None:
+    problems = []
+    for name, f in facts.items():
+        if not f.systemd:
+            problems.append(f"{name}: no systemctl: hardway's units need systemd as the init system")
+        if f.arch and f.arch not in ("x86_64", "amd64"):
+            problems.append(f"{name}: architecture {f.arch}; the artifacts fetched are for amd64")
+    if problems:
+        raise OperationError("hosts not usable:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
+class Session:
+    """One run against the cluster: open connections, facts, plans."""
+
+    def __init__(self, p: Prepared, opts: Options, progress: Progress) -> None:
+        self.p, self.opts, self.progress = p, opts, progress
+        self.t: dict[str, Transport] = {}
+        self.facts: dict[str, Facts] = {}
+        self.plans: dict[str, HostPlan] = {}
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.p.desired)
+
+    async def open(self) -> None:
+        self.t = await connect_all(self.p.spec, self.p.cd, self.names, self.opts)
+
+    async def gather_and_plan(self) -> None:
+        self.facts = await _each(self.names, lambda n: gather(self.t[n], self.p.desired[n]), self.opts.parallel)
+        _check_facts(self.p.spec, self.facts)
+        for name, d in self.p.desired.items():
+            self.plans[name] = plan_host(d.bundle, self.facts[name], d.items, d.images)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(t.close() for t in self.t.values()), return_exceptions=True)
+
+
+async def _run_with_session(p: Prepared, opts: Options, progress: Progress,
+                            body: Callable[[Session], Awaitable]) -> None:
+    s = Session(p, opts, progress)
+    try:
+        await s.open()
+        await s.gather_and_plan()
+        await body(s)
+    finally:
+        await s.close()
+
+
+def diff(directory: str | Path = ".", progress: Progress = _quiet, opts: Options | None = None) -> dict[str, HostPlan]:
+    """What `up` would change on each host, changing nothing."""
+    p = prepare(Path(directory), progress)
+    out: dict[str, HostPlan] = {}
+
+    async def body(s: Session) -> None:
+        out.update(s.plans)
+
+    asyncio.run(_run_with_session(p, opts or Options(), progress, body))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# up
+
+
+class PhaseFailed(OperationError):
+    pass
+
+
+async def _phase_hosts(s: Session, phase: Phase) -> None:
+    async def one(name: str) -> None:
+        done = await act.activate(s.t[name], s.p.desired[name], s.plans[name], phase)
+        if done:
+            s.progress(f"  {name}: {', '.join(done)}")
+
+    names = [n for n in s.names if act.units_in(s.p.desired[n], phase)
+             or (phase is Phase.host and (s.plans[n].sysctls or s.plans[n].modules))]
+    await _each(names, one, s.opts.parallel)
+
+
+async def _diagnose(s: Session, names: list[str], units: list[str]) -> str:
+    parts = []
+    for name in names:
+        have = [u for u in units if u in s.p.desired[name].unit_names]
+        if have:
+            parts.append(f"[{name}]\n" + await act.journal_tail(s.t[name], have))
+    return "\n".join(parts)
+
+
+async def _wait(s: Session, phase: str, what: str, probe, hosts: list[str], units: list[str]) -> None:
+    try:
+        await wait_for(what, probe, s.opts.timeout, s.progress)
+    except TimeoutError as e:
+        detail = await _diagnose(s, hosts, units)
+        raise PhaseFailed(f"phase {phase}: {e}\n{detail}".rstrip()) from None
+
+
+def _all(check: Callable[[str], tuple[bool, str]], hosts: list[str]):
+    async def probe() -> tuple[bool, str]:
+        results = await asyncio.gather(*(asyncio.to_thread(check, h) for h in hosts))
+        bad = [f"{h}: {d}" for h, (ok, d) in zip(hosts, results) if not ok]
+        return not bad, "; ".join(bad)[:400]
+    return probe
+
+
+def _manifests_yaml(p: Prepared) -> tuple[bytes, str]:
+    body = b"".join(c if c.endswith(b"\n") else c + b"\n" for _, c in sorted(p.cluster.manifests.items()))
+    return body, hashlib.sha256(body).hexdigest()
+
+
+def kubectl(cd: ClusterDir, *args: str, input: bytes | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess:
+    path = kubectl_path(cd)
+    if not path.exists():
+        raise OperationError(f"{path} is missing: `hardway up` puts the cluster's kubectl there")
+    return subprocess.run([str(path), "--kubeconfig", str(cd.kubeconfig("admin")), *args],
+                          input=input, capture_output=True, timeout=timeout)
+
+
+def _record_manifest(namespace: str, name: str, digest: str) -> bytes:
+    return (f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: {namespace}\n"
+            f"  labels: {{app.kubernetes.io/managed-by: hardway}}\ndata:\n  sha256: \"{digest}\"\n").encode()
+
+
+async def _apply_manifests(s: Session) -> bool:
+    body, digest = _manifests_yaml(s.p)
+    api = Api(s.p.spec, s.p.cd)
+    ns, name = MANIFESTS_RECORD
+    try:
+        current = (await asyncio.to_thread(api.get, f"/api/v1/namespaces/{ns}/configmaps/{name}"))["data"]["sha256"]
+    except (OperationError, KeyError, TypeError):
+        current = None
+    if current == digest:
+        s.progress(f"cluster objects: unchanged ({len(s.p.cluster.manifests)} manifest file(s), sha256 {digest[:12]})")
+        return False
+    full = body + b"---\n" + _record_manifest(ns, name, digest)
+    r = await asyncio.to_thread(kubectl, s.p.cd, "apply", "-f", "-", input=full)
+    if r.returncode != 0:
+        raise PhaseFailed("phase cluster-objects: `kubectl apply` of the RBAC and add-on manifests failed:\n"
+                          + r.stderr.decode(errors="replace")[-2000:])
+    s.progress(f"cluster objects: applied {len(r.stdout.splitlines())} object(s)")
+    return True
+
+
+async def _up(s: Session, report: UpReport) -> None:
+    spec, cd, progress = s.p.spec, s.p.cd, s.progress
+    for name in s.names:
+        plan = s.plans[name]
+        if plan.empty:
+            progress(f"{name}: up to date")
+        else:
+            progress(f"{name}: {len(plan.writes)} file(s) to write ({_mb(plan.bytes_to_send)}), "
+                     f"{len(plan.starts)} unit(s) to start, {len(plan.restarts)} to restart")
+    report.changed = any(not p.empty for p in s.plans.values())
+
+    def timed(label: str):
+        class T:
+            def __enter__(self):
+                self.t = time.monotonic()
+                progress(f"== {label}")
+
+            def __exit__(self, *exc):
+                report.phase_seconds[label] = round(time.monotonic() - self.t, 2)
+        return T()
+
+    with timed("push"):
+        async def push_one(name: str) -> None:
+            plan = s.plans[name]
+            if plan.writes:
+                t = time.monotonic()
+                await push(s.t[name], plan)
+                progress(f"  {name}: pushed {len(plan.writes)} file(s), {_mb(plan.bytes_to_send)} "
+                         f"in {time.monotonic() - t:.1f} s")
+            if plan.daemon_reload:
+                await act.daemon_reload(s.t[name])
+        await _each(s.names, push_one, s.opts.parallel)
+
+    controllers = [str(n.address) for n in spec.controllers]
+    ctl_names = [n.name for n in spec.controllers]
+    with timed("host"):
+        await _phase_hosts(s, Phase.host)
+    with timed("etcd"):
+        await _phase_hosts(s, Phase.etcd)
+        ident = identity(cd, "etcd-ca", "etcd-admin")
+        await _wait(s, "etcd", f"etcd: {len(controllers)} member(s) healthy",
+                    _all(lambda h: etcd_health(h, ident), controllers), ctl_names, ["etcd.service"])
+    with timed("control-plane"):
+        await _phase_hosts(s, Phase.control_plane)
+        admin = identity(cd, "ca", "admin")
+        await _wait(s, "control-plane", f"kube-apiserver /readyz on {len(controllers)} controller(s)",
+                    _all(lambda h: apiserver_ready(h, 6443, admin), controllers), ctl_names,
+                    ["kube-apiserver.service", "etcd.service"])
+    if spec.load_balancer.mode.value != "none":
+        with timed("load-balancer"):
+            await _phase_hosts(s, Phase.load_balancer)
+            lb_hosts = [n.name for n in spec.nodes if act.units_in(s.p.desired[n.name], Phase.load_balancer)]
+            await _wait(s, "load-balancer", f"the API through the load balancer at {spec.api_server_url}",
+                        _all(lambda h: apiserver_ready(h, spec.api_port, admin), [str(spec.api_host)]),
+                        lb_hosts, ["haproxy.service", "keepalived.service"])
+    with timed("cluster-objects"):
+        report.manifests_applied = await _apply_manifests(s)
+    workers = [n.name for n in spec.workers]
+    api = Api(spec, cd)
+    with timed("workers"):
+        await _phase_hosts(s, Phase.worker)
+
+        async def registered() -> tuple[bool, str]:
+            try:
+                nodes = await asyncio.to_thread(api.nodes)
+            except (OSError, OperationError) as e:
+                return False, str(e)
+            missing = [w for w in workers if w not in nodes]
+            return not missing, f"not registered: {', '.join(missing)}"
+
+        await _wait(s, "workers", f"{len(workers)} kubelet(s) registered", registered, workers,
+                    ["kubelet.service", "containerd.service"])
+    with timed("ready"):
+        async def ready() -> tuple[bool, str]:
+            try:
+                nodes = await asyncio.to_thread(api.nodes)
+            except (OSError, OperationError) as e:
+                return False, str(e)
+            bad = [w for w in workers if not nodes.get(w)]
+            return not bad, f"not Ready: {', '.join(bad)}"
+
+        await _wait(s, "ready", f"{len(workers)} node(s) Ready", ready, workers,
+                    ["kubelet.service", "kube-proxy.service", "containerd.service"])
+    pending = [n for n in s.names if s.facts[n].pending_restarts or s.plans[n].restarts]
+    await _each(pending, lambda n: act.clear_pending(s.t[n]), s.opts.parallel)
+
+
+def up(directory: str | Path = ".", progress: Progress = _quiet, opts: Options | None = None) -> UpReport:
+    """Bring the cluster described by DIR/cluster.yaml up (or up to date). Idempotent."""
+    start = time.monotonic()
+    opts = opts or Options()
+    p = prepare(Path(directory), progress)
+    report = UpReport({})
+
+    async def body(s: Session) -> None:
+        report.plans = s.plans
+        await _up(s, report)
+
+    asyncio.run(_run_with_session(p, opts, progress, body))
+    report.seconds = round(time.monotonic() - start, 2)
+    progress(("done: " if report.changed else "done, nothing changed: ") + summary(report.plans.values())
+             + f" ({report.seconds:.1f} s)")
+    return report
+
+
+__all__ = ["Options", "UpReport", "connect_all", "describe", "diff", "kubectl", "kubectl_path", "prepare", "up"]

@@ -1,0 +1,133 @@
+"""`hardway verify`: is the cluster healthy, degraded (still serving, something down) or broken?
+
+Checked: every etcd member's /health, every apiserver's /readyz (and the API through the load
+balancer where there is one), every hardway unit on every host (over SSH), every node Ready.
+Broken: no etcd quorum, the API unreachable at its advertised address, or no node Ready.
+Degraded: anything else short of everything healthy (a member, an apiserver, a unit, a node).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+from ..clusterdir import ClusterDir
+from ..deploy.health import Api, apiserver_ready, etcd_health, identity
+from ..deploy.up import Options, connect_all
+from ..errors import OperationError
+from ..material import load_material
+from ..render import render_cluster
+from ..spec.load import load_spec
+
+
+class Status(str, Enum):
+    healthy = "healthy"
+    degraded = "degraded"
+    broken = "broken"
+
+    @property
+    def exit_code(self) -> int:
+        return {"healthy": 0, "degraded": 3, "broken": 1}[self.value]
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class VerifyReport:
+    checks: list[Check] = field(default_factory=list)
+    status: Status = Status.healthy
+    reasons: list[str] = field(default_factory=list)  # why broken/degraded
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if not c.ok]
+
+
+def classify(etcd_ok: int, etcd_total: int, api_reachable: bool, nodes_ready: int, nodes_total: int,
+             failed: list[Check]) -> tuple[Status, list[str]]:
+    """Pure: the verdict from the counts."""
+    broken = []
+    if etcd_ok <= etcd_total // 2:
+        broken.append(f"etcd has no quorum: {etcd_ok} of {etcd_total} member(s) healthy")
+    if not api_reachable:
+        broken.append("the Kubernetes API does not answer at its advertised address")
+    if nodes_total and nodes_ready == 0:
+        broken.append(f"no node is Ready (0 of {nodes_total})")
+    if broken:
+        return Status.broken, broken
+    if failed:
+        return Status.degraded, [f"{c.name}: {c.detail}" for c in failed]
+    return Status.healthy, []
+
+
+def verify(directory: str | Path = ".", progress: Callable[[str], None] = lambda _m: None,
+           opts: Options | None = None) -> VerifyReport:
+    cd = ClusterDir.at(directory)
+    spec = load_spec(cd.spec).spec
+    cluster = render_cluster(spec, load_material(cd, spec))
+    report = VerifyReport()
+    add = report.checks.append
+
+    etcd_ident = identity(cd, "etcd-ca", "etcd-admin")
+    admin = identity(cd, "ca", "admin")
+    etcd_ok = 0
+    for n in spec.controllers:
+        ok, detail = etcd_health(str(n.address), etcd_ident)
+        etcd_ok += ok
+        add(Check(f"etcd member {n.name}", ok, "" if ok else detail))
+        ok, detail = apiserver_ready(str(n.address), 6443, admin)
+        add(Check(f"kube-apiserver {n.name} /readyz", ok, "" if ok else detail))
+    api_ok, detail = apiserver_ready(str(spec.api_host), spec.api_port, admin)
+    if spec.load_balancer.mode.value != "none":
+        add(Check(f"API through the load balancer ({spec.api_server_url})", api_ok, "" if api_ok else detail))
+    progress(f"etcd: {etcd_ok} of {len(spec.controllers)} member(s) healthy")
+
+    async def units() -> None:
+        try:
+            transports = await connect_all(spec, cd, list(cluster.nodes), opts or Options())
+        except OperationError as e:
+            add(Check("SSH to every host", False, str(e).splitlines()[0]))
+            # Hosts still reachable are checked one by one below.
+            transports = {}
+            for name in cluster.nodes:
+                try:
+                    transports.update(await connect_all(spec, cd, [name], opts or Options()))
+                except OperationError as e1:
+                    add(Check(f"{name}: SSH", False, str(e1).splitlines()[0]))
+        try:
+            async def one(name: str) -> None:
+                names = [u.name for u in cluster.nodes[name].units]
+                r = await transports[name].run(
+                    "".join(f"echo \"{u} $(systemctl is-active {u})\"\n" for u in names), timeout=30)
+                for line in r.out.splitlines():
+                    unit, _, state = line.partition(" ")
+                    add(Check(f"{name}: {unit}", state == "active", "" if state == "active" else state))
+            await asyncio.gather(*(one(n) for n in transports))
+        finally:
+            await asyncio.gather(*(t.close() for t in transports.values()), return_exceptions=True)
+
+    asyncio.run(units())
+
+    ready_count = 0
+    workers = [n.name for n in spec.workers]
+    if api_ok:
+        try:
+            nodes = Api(spec, cd).nodes()
+            for w in workers:
+                state = nodes.get(w)
+                ready_count += bool(state)
+                add(Check(f"node {w} Ready", bool(state), "" if state else
+                          ("not registered" if state is None else "NotReady")))
+        except (OSError, OperationError) as e:
+            add(Check("list nodes", False, str(e)))
+    report.status, report.reasons = classify(etcd_ok, len(spec.controllers), api_ok, ready_count,
+                                             len(workers), report.failed)
+    return report

@@ -1,0 +1,301 @@
+"""`hardway verify --smoke`: Kubernetes The Hard Way's smoke tests, run against the cluster.
+
+Each test prints pass/fail with its reason. Everything runs in a namespace of its own
+(`hardway-smoke`), deleted at the end; traffic goes only to node and pod addresses of this
+cluster and to 127.0.0.1 (port-forward).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import time
+import urllib.request
+
+import yaml
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..clusterdir import ClusterDir
+from ..deploy.up import Options, connect_all, kubectl, kubectl_path
+from ..errors import OperationError
+from ..render.common import ETCD_PKI
+from ..render.manifests import coredns_image
+from ..spec.load import load_spec
+from ..spec.model import ClusterSpec
+
+NS = "hardway-smoke"
+WEB_IMAGE = "hardway.local/web:1.0"
+WEB_PORT = 8080
+MARKER = "hardway-smoke-web-started"
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    outcome: str  # pass | fail | skip (a plain statement of why it could not run)
+    detail: str = ""
+
+
+@dataclass
+class SmokeReport:
+    results: list[Result] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.outcome != "fail" for r in self.results)
+
+
+class Kube:
+    def __init__(self, cd: ClusterDir) -> None:
+        self.cd = cd
+
+    def run(self, *args: str, input: bytes | None = None, timeout: float = 120) -> str:
+        r = kubectl(self.cd, *args, input=input, timeout=timeout)
+        if r.returncode != 0:
+            raise OperationError(f"kubectl {' '.join(args)}: {r.stderr.decode(errors='replace').strip()[-600:]}")
+        return r.stdout.decode(errors="replace")
+
+    def json(self, *args: str) -> dict:
+        return json.loads(self.run(*args, "-o", "json"))
+
+
+def web_manifest(image: str, workers: int) -> bytes:
+    # One pod per worker: a required anti-affinity on the node name.
+    doc = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": NS},
+        "spec": {
+            "replicas": workers,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {
+                    "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                        {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "kubernetes.io/hostname"}]}},
+                    "containers": [{
+                        "name": "web", "image": image, "imagePullPolicy": "IfNotPresent",
+                        "command": ["/bin/sh", "-c", f"echo {MARKER}; exec httpd -f -v -p {WEB_PORT} -h /www"],
+                        "ports": [{"containerPort": WEB_PORT}],
+                    }],
+                },
+            },
+        },
+    }
+    svc = {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "web", "namespace": NS},
+        "spec": {"type": "NodePort", "selector": {"app": "web"},
+                 "ports": [{"port": WEB_PORT, "targetPort": WEB_PORT}]},
+    }
+    return yaml.safe_dump_all([doc, svc], sort_keys=False).encode()
+
+
+def http_get(url: str, timeout: float = 5) -> str:
+    with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(url, timeout=timeout) as r:
+        return r.read().decode(errors="replace")
+
+
+def _retry(fn: Callable[[], str], seconds: float = 30) -> str:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return fn()
+        except (OSError, OperationError, subprocess.TimeoutExpired):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
+def _secret_in_etcd(spec: ClusterSpec, cd: ClusterDir, name: str, opts: Options) -> bytes:
+    ctl = spec.controllers[0]
+
+    async def read() -> bytes:
+        ts = await connect_all(spec, cd, [ctl.name], opts)
+        try:
+            r = await ts[ctl.name].run(
+                f"ETCDCTL_API=3 etcdctl --endpoints=https://{ctl.address}:2379 --cacert={ETCD_PKI}/ca.crt "
+                f"--cert={ETCD_PKI}/etcdctl.crt --key={ETCD_PKI}/etcdctl.key "
+                f"get /registry/secrets/{NS}/{name} --print-value-only", timeout=30)
+        finally:
+            await ts[ctl.name].close()
+        if r.rc != 0:
+            raise OperationError(f"etcdctl on {ctl.name}: {r.err.strip()}")
+        return r.stdout
+
+    return asyncio.run(read())
+
+
+def smoke(directory: str | Path = ".", progress: Callable[[str], None] = lambda _m: None,
+          opts: Options | None = None, timeout: float = 180) -> SmokeReport:
+    cd = ClusterDir.at(directory)
+    spec = load_spec(cd.spec).spec
+    opts = opts or Options()
+    if not kubectl_path(cd).exists():
+        raise OperationError(f"{kubectl_path(cd)} is missing; run `hardway up` first")
+    k = Kube(cd)
+    report = SmokeReport()
+
+    def record(name: str, fn: Callable[[], str]) -> bool:
+        try:
+            detail = fn()
+            report.results.append(Result(name, "pass", detail))
+            progress(f"PASS {name}: {detail}")
+            return True
+        except (OperationError, OSError, AssertionError, subprocess.TimeoutExpired, ValueError, KeyError) as e:
+            msg = str(e).strip() or type(e).__name__
+            report.results.append(Result(name, "fail", msg))
+            progress(f"FAIL {name}: {msg}")
+            return False
+
+    k.run("delete", "namespace", NS, "--ignore-not-found", "--wait=true", timeout=180)
+    k.run("create", "namespace", NS)
+    try:
+        provider = spec.encryption.provider
+        secret = "smoke-secret"
+
+        def encryption() -> str:
+            k.run("-n", NS, "create", "secret", "generic", secret, "--from-literal=mykey=mydata")
+            raw = _secret_in_etcd(spec, cd, secret, opts)
+            prefix = f"k8s:enc:{provider}:v1:".encode()
+            assert raw.startswith(prefix), (
+                f"the value stored in etcd starts with {raw[:40]!r}, not {prefix!r}: secrets are NOT encrypted at rest")
+            assert b"mydata" not in raw, "the plaintext value appears in etcd"
+            return f"etcd holds {raw[:len(prefix)].decode()}… ({len(raw)} bytes, no plaintext)"
+
+        record("secret encrypted at rest", encryption)
+
+        workers = spec.workers
+        k.run("apply", "-f", "-", input=web_manifest(WEB_IMAGE, len(workers)))
+
+        def deployment() -> str:
+            try:
+                k.run("-n", NS, "rollout", "status", "deployment/web", f"--timeout={int(timeout)}s",
+                      timeout=timeout + 10)
+            except OperationError:
+                pods = k.json("-n", NS, "get", "pods")
+                states = [f"{p['metadata']['name']} on {p['spec'].get('nodeName')}: "
+                          f"{_pod_state(p)}" for p in pods["items"]]
+                raise OperationError(f"deployment web not available within {timeout:.0f} s: " + "; ".join(states))
+            pods = k.json("-n", NS, "get", "pods", "-l", "app=web")["items"]
+            nodes = sorted(p["spec"]["nodeName"] for p in pods)
+            assert nodes == sorted(w.name for w in workers), f"pods on {nodes}, wanted one on each worker"
+            return f"{len(pods)} pods Running, one on each of {', '.join(nodes)}"
+
+        if not record(f"deployment of {WEB_IMAGE} across {len(workers)} worker(s)", deployment):
+            return report
+        pods = k.json("-n", NS, "get", "pods", "-l", "app=web")["items"]
+        a, b = pods[0], pods[-1]
+        a_name = a["metadata"]["name"]
+
+        def logs() -> str:
+            out = _retry(lambda: k.run("-n", NS, "logs", a_name))
+            assert MARKER in out, f"log of {a_name} lacks {MARKER!r}: {out[:200]!r}"
+            return f"kubectl logs {a_name} shows the container's output"
+
+        record("kubectl logs", logs)
+
+        def exec_() -> str:
+            out = k.run("-n", NS, "exec", a_name, "--", "hostname").strip()
+            assert out == a_name, f"`hostname` in the pod said {out!r}"
+            return f"kubectl exec ran `hostname` in {a_name}"
+
+        record("kubectl exec", exec_)
+
+        def port_forward() -> str:
+            proc = subprocess.Popen(
+                [str(kubectl_path(cd)), "--kubeconfig", str(cd.kubeconfig("admin")), "-n", NS,
+                 "port-forward", "--address", "127.0.0.1", f"pod/{a_name}", f":{WEB_PORT}"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+                line = proc.stdout.readline() if proc.stdout else ""
+                m = re.search(r"127\.0\.0\.1:(\d+)", line)
+                assert m, f"port-forward printed {line!r} ({proc.stderr.read() if proc.poll() is not None else ''})"
+                body = _retry(lambda: http_get(f"http://127.0.0.1:{m.group(1)}/"), 15)
+                assert "hardway web" in body, f"unexpected body {body[:100]!r}"
+                return f"127.0.0.1:{m.group(1)} -> {a_name}:{WEB_PORT} answered"
+            finally:
+                proc.terminate()
+                proc.wait(10)
+
+        record("kubectl port-forward", port_forward)
+
+        svc = k.json("-n", NS, "get", "service", "web")
+        node_port = svc["spec"]["ports"][0]["nodePort"]
+        cluster_ip = svc["spec"]["clusterIP"]
+
+        def nodeport() -> str:
+            got = []
+            for w in workers:
+                body = _retry(lambda: http_get(f"http://{w.address}:{node_port}/"), 30)
+                assert "hardway web" in body, f"{w.address}:{node_port}: unexpected body {body[:100]!r}"
+                got.append(f"{w.address}:{node_port}")
+            return "answered from the host at " + ", ".join(got)
+
+        record("NodePort service", nodeport)
+
+        def pod_to_pod() -> str:
+            ip = b["status"]["podIP"]
+            out = _retry(lambda: k.run("-n", NS, "exec", a_name, "--", "wget", "-q", "-O-",
+                                       f"http://{ip}:{WEB_PORT}/"), 30)
+            assert "hardway web" in out, f"unexpected body {out[:100]!r}"
+            return f"{a_name} ({a['spec']['nodeName']}) reached {ip} on {b['spec']['nodeName']}"
+
+        record("pod to pod across nodes", pod_to_pod)
+
+        def cluster_ip_() -> str:
+            out = _retry(lambda: k.run("-n", NS, "exec", a_name, "--", "wget", "-q", "-O-",
+                                       f"http://{cluster_ip}:{WEB_PORT}/"), 30)
+            assert "hardway web" in out, f"unexpected body {out[:100]!r}"
+            return f"{cluster_ip}:{WEB_PORT} answered from {a_name} through kube-proxy"
+
+        record("ClusterIP service", cluster_ip_)
+        report.results.append(coredns_result(k, spec))
+        r = report.results[-1]
+        progress(f"{r.outcome.upper()} {r.name}: {r.detail}")
+    finally:
+        try:
+            k.run("delete", "namespace", NS, "--wait=false")
+        except OperationError as e:
+            progress(f"note: could not delete namespace {NS}: {e}")
+    return report
+
+
+def _pod_state(p: dict) -> str:
+    for c in p.get("status", {}).get("containerStatuses", []) or []:
+        waiting = c.get("state", {}).get("waiting")
+        if waiting:
+            return f"{waiting.get('reason')}: {waiting.get('message', '')}"[:200]
+    return p.get("status", {}).get("phase", "?")
+
+
+PULL_FAILURES = {"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull"}
+
+
+def coredns_result(k: Kube, spec: ClusterSpec, wait: float = 60) -> Result:
+    """CoreDNS: the manifests must have been accepted; it runs only where its image exists."""
+    name = "CoreDNS"
+    try:
+        dep = k.json("-n", "kube-system", "get", "deployment", "coredns")
+    except OperationError as e:
+        return Result(name, "fail", f"the CoreDNS deployment is missing: {e}")
+    image = coredns_image(spec)
+    deadline = time.monotonic() + wait
+    while True:
+        if dep.get("status", {}).get("readyReplicas"):
+            return Result(name, "pass", f"{dep['status']['readyReplicas']} replica(s) Ready")
+        pods = k.json("-n", "kube-system", "get", "pods", "-l", "k8s-app=kube-dns")["items"]
+        reasons = {(c.get("state", {}).get("waiting") or {}).get("reason")
+                   for p in pods for c in (p.get("status", {}).get("containerStatuses") or [])}
+        if reasons & PULL_FAILURES:
+            return Result(name, "skip",
+                          f"manifests applied and accepted, but the image {image} is not available to the "
+                          "nodes (no registry reachable, not preloaded): DNS was not tested")
+        if time.monotonic() > deadline:
+            return Result(name, "fail", f"no CoreDNS replica Ready within {wait:.0f} s: "
+                          + "; ".join(_pod_state(p) for p in pods))
+        time.sleep(2)
+        dep = k.json("-n", "kube-system", "get", "deployment", "coredns")

@@ -1,0 +1,152 @@
+"""deploy/ pieces that need no host: facts parsing, the push tar and script, verify's verdict."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import tarfile
+
+from hardway.deploy.desired import MANIFEST, PENDING, Blob, desired_for, file_sha256
+from hardway.deploy.facts import facts_script, parse_facts
+from hardway.deploy.plan import Facts, describe, plan_host, summary
+from hardway.deploy.push import SUFFIX, push_script, tar_stream
+from hardway.render import render_cluster
+from hardway.verify.health import Check, Status, classify
+from tests.fake_material import fake_material
+from tests.specs import make_spec
+
+
+def test_facts_parse_every_tag():
+    text = "\n".join([
+        "A x86_64", "K 6.1.0", "O Debian GNU/Linux 12 (bookworm)", "W 0", "Y systemd",
+        "S 600 etcd:etcd 241 12 1795435992.25 /etc/etcd/pki/server.key",
+        "H " + "a" * 64 + "  /etc/etcd/pki/server.key",
+        "S 644 root:root 10 13 1795435992.25 /etc/only-stat",
+        "U etcd.service active", "U kubelet.service activating",
+        "P kubelet.service", "P kubelet.service",
+        "I registry.k8s.io/pause:3.2",
+        "C net.ipv4.ip_forward 1", "M overlay 1", "M br_netfilter 0",
+    ])
+    f = parse_facts("n", text)
+    assert f.arch == "x86_64" and f.systemd and not f.swap_on
+    assert f.files == {"/etc/etcd/pki/server.key": f.files["/etc/etcd/pki/server.key"]}
+    assert f.files["/etc/etcd/pki/server.key"].mode == 0o600
+    assert f.files["/etc/etcd/pki/server.key"].owner == "etcd:etcd"
+    assert f.active_units == {"etcd.service"}
+    assert f.pending_restarts == ("kubelet.service",)
+    assert f.images == {"registry.k8s.io/pause:3.2"}
+    assert f.sysctls == {"net.ipv4.ip_forward": "1"} and f.modules == {"overlay": True, "br_netfilter": False}
+
+
+def test_facts_script_runs_under_dash_and_hashes_each_file_once(tmp_path, monkeypatch):
+    """The script itself, run by /bin/sh on this machine against real files (state dir redirected)."""
+    a = tmp_path / "a.conf"
+    a.write_text("hello\n")
+    state = tmp_path / "state"
+    script = facts_script([str(a), str(tmp_path / "absent")], [], [], ["overlay"])
+    script = script.replace("/var/lib/hardway", str(state))
+    first = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout
+    f = parse_facts("n", first)
+    assert set(f.files) == {str(a)}
+    assert f.files[str(a)].sha256 == file_sha256(a)
+    assert str(a) in (state / "sums").read_text()
+    # Second run: served from the sums cache, same answer.
+    (state / "sums").write_text((state / "sums").read_text().replace(f.files[str(a)].sha256, "f" * 64))
+    again = parse_facts("n", subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout)
+    assert again.files[str(a)].sha256 == "f" * 64  # proves the cache was used, not a re-hash
+    a.write_text("changed\n")  # new ctime and size: hashed again
+    third = parse_facts("n", subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout)
+    assert third.files[str(a)].sha256 == file_sha256(a)
+
+
+def _desired(tmp_path):
+    spec = make_spec("basic")
+    b = render_cluster(spec, fake_material(spec)).nodes["worker-0"]
+    binaries = {}
+    for i, x in enumerate(b.binaries):
+        p = tmp_path / f"{x.name}"
+        p.write_bytes(bytes([i]) * (1000 + i))
+        binaries[x] = p
+    return desired_for(b, binaries, {})
+
+
+def test_tar_stream_is_a_valid_tar_of_suffixed_private_files(tmp_path):
+    d = _desired(tmp_path)
+    items = list(d.items.values())
+    data = b"".join(tar_stream(items))
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        assert set(members) == {it.path.lstrip("/") + SUFFIX for it in items}
+        assert all(m.mode == 0o600 for m in members.values())
+        for it in items:
+            got = tar.extractfile(members[it.path.lstrip("/") + SUFFIX]).read()
+            assert got == (it.source.read_bytes() if isinstance(it, Blob) else it.content)
+
+
+def test_push_script_records_restarts_first_and_renames_the_manifest_last(tmp_path):
+    d = _desired(tmp_path)
+    facts = Facts("worker-0", active_units=frozenset(d.unit_names))
+    plan = plan_host(d.bundle, facts, d.items, d.images)
+    assert plan.restarts  # every unit runs but its files are new
+    script = push_script(plan)
+    lines = script.splitlines()
+    pending = next(i for i, ln in enumerate(lines) if PENDING in ln)
+    first_mv = next(i for i, ln in enumerate(lines) if "mv -f" in ln)
+    assert pending < first_mv
+    assert MANIFEST in [ln for ln in lines if "mv -f" in ln][-1]
+    key = [i for i, ln in enumerate(lines) if "/var/lib/kubelet/pki/kubelet.key" + SUFFIX in ln]
+    assert lines[key[1]] == f"chmod 0600 /var/lib/kubelet/pki/kubelet.key{SUFFIX}"
+    assert lines[key[2]].startswith("mv -f") and key[1] < key[2]
+    subprocess.run(["sh", "-n", "-c", script], check=True)  # parses as POSIX sh
+
+
+def test_push_applies_modes_owners_atomically_into_a_root(tmp_path):
+    """The push script run for real by /bin/sh into a scratch root, the tar piped in."""
+    (tmp_path / "src").mkdir()
+    d = _desired(tmp_path / "src")
+    plan = plan_host(d.bundle, Facts("worker-0"), d.items, d.images)
+    root = tmp_path / "root"
+    root.mkdir()
+    data = b"".join(tar_stream([it for it, _ in plan.writes]))
+    subprocess.run(["sh", "-c", push_script(plan, str(root))], input=data, check=True)
+    for it, _ in plan.writes:
+        p = root / it.path.lstrip("/")
+        assert p.stat().st_mode & 0o7777 == it.mode, it.path
+        assert file_sha256(p) == it.sha256
+        assert not (root / (it.path.lstrip("/") + SUFFIX)).exists()
+    sums = (root / "var/lib/hardway/sums").read_text().splitlines()
+    assert len(sums) == len(plan.writes) and all(ln.split()[3] != "" for ln in sums)
+
+
+def test_push_stops_at_the_first_failing_file(tmp_path):
+    """An owner that does not exist fails the push before any later file is renamed."""
+    (tmp_path / "src").mkdir()
+    d = _desired(tmp_path / "src")
+    plan = plan_host(d.bundle, Facts("worker-0"), d.items, d.images)
+    first, change = plan.writes[0]
+    plan.writes[0] = (type(first)(**{**first.__dict__, "owner": "no-such-user:root"}), change)
+    root = tmp_path / "root"
+    root.mkdir()
+    data = b"".join(tar_stream([it for it, _ in plan.writes]))
+    r = subprocess.run(["sh", "-c", push_script(plan, str(root))], input=data, capture_output=True)
+    assert r.returncode != 0 and b"no-such-user" in r.stderr
+    assert not any((root / it.path.lstrip("/")).exists() for it, _ in plan.writes)
+
+
+def test_describe_and_summary_speak_plainly(tmp_path):
+    d = _desired(tmp_path)
+    plan = plan_host(d.bundle, Facts("worker-0"), d.items, d.images)
+    lines = describe(plan)
+    assert "write /etc/containerd/config.toml (new)" in lines and "start kubelet.service" in lines
+    assert summary([plan]).startswith("1 of 1 host(s) change")
+    assert summary([plan_host(d.bundle, Facts("worker-0"), {}, {})]) != "no changes on any of 1 host(s)"
+
+
+def test_verify_verdicts():
+    assert classify(3, 3, True, 2, 2, []) == (Status.healthy, [])
+    status, why = classify(2, 3, True, 2, 2, [Check("etcd member c1", False, "connection refused")])
+    assert status is Status.degraded and why == ["etcd member c1: connection refused"]
+    assert classify(1, 3, True, 2, 2, [])[0] is Status.broken
+    assert classify(1, 1, False, 0, 2, [])[0] is Status.broken
+    assert classify(1, 1, True, 0, 2, [])[0] is Status.broken
+    assert (Status.healthy.exit_code, Status.degraded.exit_code, Status.broken.exit_code) == (0, 3, 1)
