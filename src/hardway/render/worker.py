@@ -75,6 +75,9 @@ def cni_configs(spec: ClusterSpec, node: Node) -> dict[str, bytes]:
         "bridge": "cni0",
         "isGateway": True,
         "ipMasq": True,
+        # A pod reaching a Service whose endpoint is itself leaves and re-enters through the
+        # same bridge port; without hairpin mode the bridge drops it (seen on one node).
+        "hairpinMode": True,
         "ipam": {
             "type": "host-local",
             "ranges": [[{"subnet": str(cidr)}]],

@@ -107,6 +107,13 @@ def render_preset(preset: str, name: str, mirror: str | None = None, lab: bool =
         )
     else:
         lb = "loadBalancer:\n  mode: none              # none | haproxy | keepalived\n"
+    # A hardway mirror carries the pause image (every pod needs it, and nodes without a
+    # registry cannot pull it) and the smoke tests' web image: preload both from it.
+    images_line = (
+        "  images: [pause-3.2, web-1.0]   # from the mirror's images/; or paths to OCI tarballs\n"
+        if mirror
+        else "  # images: [/path/to/image.tar]   # OCI tarballs preloaded into containerd on every node\n"
+    )
     mirror_line = (
         f"  mirror: {mirror}\n"
         if mirror
@@ -155,5 +162,5 @@ encryption:
 {NESTED_PROFILE if lab else STANDARD_PROFILE}
 artifacts:
 {mirror_line}  versions: {{etcd: 3.4.23, containerd: 1.6.20, runc: 1.1.5, cniPlugins: 1.1.1}}
-  # images: [/path/to/image.tar]   # OCI tarballs preloaded into containerd on every node
+{images_line}
 """
