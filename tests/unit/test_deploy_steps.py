@@ -150,3 +150,22 @@ def test_verify_verdicts():
     assert classify(1, 1, False, 0, 2, [])[0] is Status.broken
     assert classify(1, 1, True, 0, 2, [])[0] is Status.broken
     assert (Status.healthy.exit_code, Status.degraded.exit_code, Status.broken.exit_code) == (0, 3, 1)
+
+
+def test_unit_states_parse_and_settle():
+    from hardway.deploy.activate import parse_unit_states, unsettled
+
+    text = ("Id=kubelet.service\nActiveState=active\nNRestarts=0\n\n"
+            "Id=kube-proxy.service\nActiveState=activating\nNRestarts=3\n\n"
+            "Id=containerd.service\nActiveState=active\nNRestarts=1\n")
+    states = parse_unit_states(text)
+    assert states == {"kubelet.service": ("active", 0), "kube-proxy.service": ("activating", 3),
+                      "containerd.service": ("active", 1)}
+    touched = {"kubelet.service", "kube-proxy.service", "containerd.service"}
+    bad = unsettled(states, touched)
+    assert bad == ["kube-proxy.service is activating (restarted 3 time(s))",
+                   "containerd.service crashed and was restarted 1 time(s)"]
+    # Seen running twice with the same count: it crashed once while starting, and is fine now.
+    assert unsettled({"containerd.service": ("active", 1)}, touched, {"containerd.service": ("active", 1)}) == []
+    # Restarts of a unit this run did not touch are history, not news.
+    assert unsettled({"containerd.service": ("active", 4)}, set()) == []

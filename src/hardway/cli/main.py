@@ -178,8 +178,9 @@ def main() -> None:
     except HardwayError as e:
         err.print(f"error: {e}", markup=False)
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
-        err.print("aborted")
+    except click.exceptions.Abort:  # Ctrl-C (click turns KeyboardInterrupt into Abort)
+        err.print("interrupted; every hardway command can simply be run again (`up` converges "
+                  "from wherever it stopped)")
         sys.exit(130)
     except click.ClickException as e:
         e.show()

@@ -90,6 +90,39 @@ async def journal_tail(t: Transport, units: list[str], lines: int = 20) -> str:
         return ""
     script = "".join(
         f"echo \"--- {u}: $(systemctl is-active {u} 2>/dev/null) (journalctl -u {u} -n {lines})\"\n"
-        f"journalctl -u {u} -n {lines} --no-pager -o cat 2>&1\n" for u in units)
+        f"journalctl -u {u} -n {lines} --no-pager -o cat 2>&1 | cut -c1-300\n" for u in units)
     r = await t.run(script, timeout=30)
     return r.out.rstrip()
+
+
+def unit_states_script(units: list[str]) -> str:
+    return f"systemctl show -p Id -p ActiveState -p NRestarts {shlex.join(units)}"
+
+
+def parse_unit_states(text: str) -> dict[str, tuple[str, int]]:
+    """unit -> (ActiveState, NRestarts: automatic restarts since the last manual start)."""
+    out = {}
+    for block in text.strip().split("\n\n"):
+        props = dict(ln.split("=", 1) for ln in block.splitlines() if "=" in ln)
+        if "Id" in props:
+            out[props["Id"]] = (props.get("ActiveState", ""), int(props.get("NRestarts") or 0))
+    return out
+
+
+def unsettled(states: dict[str, tuple[str, int]], touched: set[str],
+              before: dict[str, tuple[str, int]] | None = None) -> list[str]:
+    """Units not running; or, among those started now, restarted by systemd (a crash) and not
+    yet seen running steadily: a second look (`before`) with the same count clears it, so a
+    component that crashed once while its dependency came up is not mistaken for a broken one."""
+    bad = []
+    for unit, (state, restarts) in states.items():
+        if state != "active":
+            bad.append(f"{unit} is {state}" + (f" (restarted {restarts} time(s))" if restarts else ""))
+        elif unit in touched and restarts and (before or {}).get(unit) != (state, restarts):
+            bad.append(f"{unit} crashed and was restarted {restarts} time(s)")
+    return bad
+
+
+async def unit_states(t: Transport, units: list[str]) -> dict[str, tuple[str, int]]:
+    r = await check(t, unit_states_script(units), "reading unit states", timeout=30)
+    return parse_unit_states(r.out)

@@ -25,7 +25,7 @@ from ..material import ensure_material, load_material
 from ..render import render_cluster
 from ..render.bundle import ClusterBundle, Phase
 from ..spec.load import load_spec
-from ..spec.model import ClusterSpec, Role
+from ..spec.model import ClusterSpec
 from . import activate as act
 from .desired import Desired, desired_for, file_sha256
 from .facts import gather
@@ -207,7 +207,10 @@ class PhaseFailed(OperationError):
 
 async def _phase_hosts(s: Session, phase: Phase) -> None:
     async def one(name: str) -> None:
-        done = await act.activate(s.t[name], s.p.desired[name], s.plans[name], phase)
+        try:
+            done = await act.activate(s.t[name], s.p.desired[name], s.plans[name], phase)
+        except OperationError as e:
+            raise PhaseFailed(f"phase {phase.value}: {e}") from None
         if done:
             s.progress(f"  {name}: {', '.join(done)}")
 
@@ -216,21 +219,39 @@ async def _phase_hosts(s: Session, phase: Phase) -> None:
     await _each(names, one, s.opts.parallel)
 
 
-async def _diagnose(s: Session, names: list[str], units: list[str]) -> str:
-    parts = []
-    for name in names:
-        have = [u for u in units if u in s.p.desired[name].unit_names]
-        if have:
-            parts.append(f"[{name}]\n" + await act.journal_tail(s.t[name], have))
-    return "\n".join(parts)
+SETTLE_SECONDS = 20
 
 
-async def _wait(s: Session, phase: str, what: str, probe, hosts: list[str], units: list[str]) -> None:
-    try:
-        await wait_for(what, probe, s.opts.timeout, s.progress)
-    except TimeoutError as e:
-        detail = await _diagnose(s, hosts, units)
-        raise PhaseFailed(f"phase {phase}: {e}\n{detail}".rstrip()) from None
+async def _settled(s: Session, phase: Phase) -> None:
+    """Every unit of the phase is running, and none started now has crashed since: a unit the
+    health waits do not cover (kube-proxy, the scheduler) cannot fail unnoticed."""
+    hosts = [n for n in s.names if act.units_in(s.p.desired[n], phase)]
+    if not hosts:
+        return
+
+    seen: dict[str, dict] = {}
+    bad_units: dict[str, list[str]] = {}
+
+    async def probe() -> tuple[bool, str]:
+        async def one(name: str) -> list[str]:
+            units = [u.name for u in act.units_in(s.p.desired[name], phase)]
+            touched = set(s.plans[name].starts) | set(s.plans[name].restarts)
+            states = await act.unit_states(s.t[name], units)
+            bad = act.unsettled(states, touched, seen.get(name))
+            seen[name] = states
+            bad_units[name] = [b.split()[0] for b in bad]
+            return [f"{name}: {b}" for b in bad]
+        bad = [b for part in (await _each(hosts, one, s.opts.parallel)).values() for b in part]
+        return not bad, "; ".join(bad)
+
+    ok, detail = await probe()
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while not ok and time.monotonic() < deadline:
+        await asyncio.sleep(3)
+        ok, detail = await probe()
+    if not ok:
+        parts = [f"[{n}]\n" + await act.journal_tail(s.t[n], us) for n, us in bad_units.items() if us]
+        raise PhaseFailed(f"phase {phase.value}: {detail}\n" + "\n".join(parts))
 
 
 def _all(check: Callable[[str], tuple[bool, str]], hosts: list[str]):
@@ -317,17 +338,20 @@ async def _up(s: Session, report: UpReport) -> None:
     ctl_names = [n.name for n in spec.controllers]
     with timed("host"):
         await _phase_hosts(s, Phase.host)
+        await _settled(s, Phase.host)
     with timed("etcd"):
         await _phase_hosts(s, Phase.etcd)
         ident = identity(cd, "etcd-ca", "etcd-admin")
         await _wait(s, "etcd", f"etcd: {len(controllers)} member(s) healthy",
                     _all(lambda h: etcd_health(h, ident), controllers), ctl_names, ["etcd.service"])
+        await _settled(s, Phase.etcd)
     with timed("control-plane"):
         await _phase_hosts(s, Phase.control_plane)
         admin = identity(cd, "ca", "admin")
         await _wait(s, "control-plane", f"kube-apiserver /readyz on {len(controllers)} controller(s)",
                     _all(lambda h: apiserver_ready(h, 6443, admin), controllers), ctl_names,
                     ["kube-apiserver.service", "etcd.service"])
+        await _settled(s, Phase.control_plane)
     if spec.load_balancer.mode.value != "none":
         with timed("load-balancer"):
             await _phase_hosts(s, Phase.load_balancer)
@@ -335,6 +359,7 @@ async def _up(s: Session, report: UpReport) -> None:
             await _wait(s, "load-balancer", f"the API through the load balancer at {spec.api_server_url}",
                         _all(lambda h: apiserver_ready(h, spec.api_port, admin), [str(spec.api_host)]),
                         lb_hosts, ["haproxy.service", "keepalived.service"])
+            await _settled(s, Phase.load_balancer)
     with timed("cluster-objects"):
         report.manifests_applied = await _apply_manifests(s)
     workers = [n.name for n in spec.workers]
@@ -363,6 +388,7 @@ async def _up(s: Session, report: UpReport) -> None:
 
         await _wait(s, "ready", f"{len(workers)} node(s) Ready", ready, workers,
                     ["kubelet.service", "kube-proxy.service", "containerd.service"])
+        await _settled(s, Phase.worker)
     pending = [n for n in s.names if s.facts[n].pending_restarts or s.plans[n].restarts]
     await _each(pending, lambda n: act.clear_pending(s.t[n]), s.opts.parallel)
 

@@ -1,0 +1,85 @@
+"""Time `hardway up` on lab machines: a fresh cluster to every node Ready (with the time of each
+phase), then a no-op `up`, and the no-op `up` through the CLI (including Python start-up).
+
+    python bench/up.py                    # basic preset (1 controller + 2 workers)
+    python bench/up.py --preset single
+    python bench/up.py --repeat 3         # fresh machines each time; median reported
+
+Warm caches: the offline mirror (tests/mirror_fixture.py builds it if missing, ~6 min once),
+the fetched artifacts and the lab image. Root on Linux. Uses cluster `hwbench` on
+10.240.76.0/24. Writes bench/results/up-<preset>.json. A benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.report import print_flat, write_report  # noqa: E402
+
+
+def log(msg: str) -> None:
+    print(f"  {msg}", file=sys.stderr, flush=True)
+
+
+def one_run(preset: str, mirror: Path) -> dict[str, float]:
+    from hardway import api
+    from hardway import lab as hwlab
+
+    with tempfile.TemporaryDirectory(prefix="hwbench-up-") as tmp:
+        d = Path(tmp) / "cluster"
+        api.init(d, preset, mirror=str(mirror), name="hwbench", lab=True)
+        spec = d / "cluster.yaml"
+        text = spec.read_text().replace("10.240.0.", "10.240.76.")
+        spec.write_text(re.sub(r"\{name: ([a-z0-9-]+),", r"{name: hwbench-\1,", text))
+        try:
+            t = time.monotonic()
+            hwlab.up(d)
+            lab_s = time.monotonic() - t
+            t = time.monotonic()
+            report = api.up(d, log)
+            first = time.monotonic() - t
+            t = time.monotonic()
+            noop = api.up(d)
+            noop_s = time.monotonic() - t
+            assert not noop.changed
+            t = time.monotonic()
+            subprocess.run([sys.executable, "-m", "hardway", "-C", str(d), "up"], check=True,
+                           capture_output=True)
+            noop_cli = time.monotonic() - t
+        finally:
+            hwlab.destroy(d)
+    out = {"lab_up_s": round(lab_s, 2), "up_to_ready_s": round(first, 2)}
+    out.update({f"phase_{k}_s": v for k, v in report.phase_seconds.items()})
+    out.update({"noop_up_s": round(noop_s, 2), "noop_up_cli_s": round(noop_cli, 2)})
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--preset", default="basic", choices=["single", "basic"])
+    ap.add_argument("--repeat", type=int, default=1)
+    args = ap.parse_args()
+    from tests.mirror_fixture import built_mirror
+
+    mirror = built_mirror()
+    runs = []
+    for i in range(args.repeat):
+        print(f"run {i + 1}/{args.repeat}", file=sys.stderr)
+        runs.append(one_run(args.preset, mirror))
+    results = {k: round(statistics.median(r[k] for r in runs), 2) for k in runs[0]}
+    path = write_report(f"up-{args.preset}", results, preset=args.preset, repeat=args.repeat, runs=runs)
+    print_flat(results)
+    print(f"written: {path}")
+
+
+if __name__ == "__main__":
+    main()

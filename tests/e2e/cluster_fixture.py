@@ -1,0 +1,74 @@
+"""A lab cluster for the `hardway up` e2e tests: `init --lab --mirror`, `lab up`, always
+`lab destroy` at the end (also when a test fails).
+
+    with lab_cluster(tmp, "basic", "hwup", 78, mirror) as c:   # c.dir, c.spec, c.name(node)
+        hardway.api.up(c.dir)
+
+Each cluster gets its own name, node names (prefixed) and subnet (10.240.<octet>.0/24), so it
+collides neither with a user's lab nor with the other e2e modules.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from hardway import api
+from hardway import lab as hwlab
+from hardway.spec.load import load_spec
+from hardway.spec.model import ClusterSpec
+from tests.e2e.lab_fixture import missing_prerequisites
+from tests.helpers import require
+
+
+def log(msg: str) -> None:
+    print(f"[e2e] {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class LabCluster:
+    dir: Path
+    spec: ClusterSpec
+
+    def run(self, node: str, command: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        return hwlab.run(self.dir, node, command, timeout=timeout)
+
+    def ok(self, node: str, command: str, timeout: float = 60) -> str:
+        p = self.run(node, command, timeout)
+        assert p.returncode == 0, f"{node}: {command!r} exited {p.returncode}\n{p.stdout}\n{p.stderr}"
+        return p.stdout
+
+
+def hw(directory: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """The real CLI, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "hardway", "-C", str(directory), *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def write_spec(directory: Path, preset: str, name: str, octet: int, mirror: Path) -> ClusterSpec:
+    api.init(directory, preset, mirror=str(mirror), name=name, force=True, lab=True)
+    path = directory / "cluster.yaml"
+    text = path.read_text().replace("10.240.0.", f"10.240.{octet}.")
+    text = re.sub(r"\{name: ([a-z0-9-]+),", lambda m: f"{{name: {name}-{m.group(1)},", text)
+    path.write_text(text)
+    return load_spec(path).spec
+
+
+@contextmanager
+def lab_cluster(directory: Path, preset: str, name: str, octet: int, mirror: Path) -> Iterator[LabCluster]:
+    missing = missing_prerequisites()
+    require(not missing, "a hardway lab needs: " + "; ".join(missing))
+    directory.mkdir(parents=True, exist_ok=True)
+    if (directory / "lab" / "state.json").exists():
+        hwlab.destroy(directory, log)
+    spec = write_spec(directory, preset, name, octet, mirror)
+    try:
+        hwlab.up(directory, log)
+        yield LabCluster(directory, spec)
+    finally:
+        hwlab.destroy(directory, log)
