@@ -254,6 +254,23 @@ async def _settled(s: Session, phase: Phase) -> None:
         raise PhaseFailed(f"phase {phase.value}: {detail}\n" + "\n".join(parts))
 
 
+async def _diagnose(s: Session, names: list[str], units: list[str]) -> str:
+    parts = []
+    for name in names:
+        have = [u for u in units if u in s.p.desired[name].unit_names]
+        if have:
+            parts.append(f"[{name}]\n" + await act.journal_tail(s.t[name], have))
+    return "\n".join(parts)
+
+
+async def _wait(s: Session, phase: str, what: str, probe, hosts: list[str], units: list[str]) -> None:
+    try:
+        await wait_for(what, probe, s.opts.timeout, s.progress)
+    except TimeoutError as e:
+        detail = await _diagnose(s, hosts, units)
+        raise PhaseFailed(f"phase {phase}: {e}\n{detail}".rstrip()) from None
+
+
 def _all(check: Callable[[str], tuple[bool, str]], hosts: list[str]):
     async def probe() -> tuple[bool, str]:
         results = await asyncio.gather(*(asyncio.to_thread(check, h) for h in hosts))
