@@ -280,7 +280,9 @@ def test_cli_fetch_twice_and_tampered(small, tmp_path):
     r = hw("init", str(cluster), "--mirror", str(root))
     assert r.returncode == 0, r.stderr
     text = (cluster / "cluster.yaml").read_text()
-    (cluster / "cluster.yaml").write_text(text.replace("artifacts:\n", "artifacts:\n  images: [web-1.0]\n", 1))
+    # `init --mirror` preloads pause-3.2 and web-1.0; this synthetic mirror has only web-1.0.
+    assert "  images: [pause-3.2, web-1.0]" in text
+    (cluster / "cluster.yaml").write_text(text.replace("  images: [pause-3.2, web-1.0]", "  images: [web-1.0]", 1))
     env = {"HARDWAY_CACHE": str(tmp_path / "cli-cache")}
     r = hw("-C", str(cluster), "artifacts", "fetch", env=env)
     assert r.returncode == 0, r.stderr

@@ -25,7 +25,7 @@ def test_facts_parse_every_tag():
         "U etcd.service active", "U kubelet.service activating",
         "P kubelet.service", "P kubelet.service",
         "I registry.k8s.io/pause:3.2",
-        "C net.ipv4.ip_forward 1", "M overlay 1", "M br_netfilter 0",
+        "C net.ipv4.ip_forward 1", "M overlay 1", "M br_netfilter 0", "D haproxy",
     ])
     f = parse_facts("n", text)
     assert f.arch == "x86_64" and f.systemd and not f.swap_on
@@ -35,6 +35,7 @@ def test_facts_parse_every_tag():
     assert f.active_units == {"etcd.service"}
     assert f.pending_restarts == ("kubelet.service",)
     assert f.images == {"registry.k8s.io/pause:3.2"}
+    assert f.packages == {"haproxy"}
     assert f.sysctls == {"net.ipv4.ip_forward": "1"} and f.modules == {"overlay": True, "br_netfilter": False}
 
 

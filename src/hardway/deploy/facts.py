@@ -56,7 +56,8 @@ done
 """
 
 
-def facts_script(paths: list[str], units: list[str], sysctls: list[str], modules: list[str]) -> str:
+def facts_script(paths: list[str], units: list[str], sysctls: list[str], modules: list[str],
+                 packages: list[str] = ()) -> str:
     q = shlex.join
     return f"""
 set -u
@@ -74,6 +75,7 @@ if [ -S /run/containerd/containerd.sock ] && command -v ctr >/dev/null; then
 fi
 for k in {q(sysctls) if sysctls else ''}; do echo "C $k $(cat /proc/sys/$(echo $k | tr . /) 2>/dev/null)"; done
 {_module_checks(modules)}
+for p in {q(packages) if packages else ''}; do dpkg-query -W -f='D ${{Package}} ${{Status}}\\n' "$p" 2>/dev/null | grep ' installed$' | cut -d' ' -f1-2; done
 true
 """
 
@@ -87,6 +89,7 @@ def parse_facts(node: str, text: str) -> Facts:
     images: set[str] = set()
     sysctls: dict[str, str] = {}
     modules: dict[str, bool] = {}
+    packages: set[str] = set()
     for line in text.splitlines():
         tag, _, rest = line.partition(" ")
         if tag == "S":
@@ -109,6 +112,8 @@ def parse_facts(node: str, text: str) -> Facts:
         elif tag == "M":
             k, _, v = rest.partition(" ")
             modules[k] = v.strip() == "1"
+        elif tag == "D":
+            packages.add(rest.strip())
         elif tag in ("A", "K", "O", "W", "Y"):
             info[tag] = rest.strip()
     files: dict[str, FileFact | None] = {
@@ -118,11 +123,12 @@ def parse_facts(node: str, text: str) -> Facts:
         node=node, arch=info.get("A", ""), kernel=info.get("K", ""), os_release=info.get("O", ""),
         swap_on=info.get("W", "0") not in ("", "0"), systemd=info.get("Y") == "systemd",
         files=files, active_units=frozenset(units), pending_restarts=tuple(dict.fromkeys(pending)),
-        images=frozenset(images), sysctls=sysctls, modules=modules,
+        images=frozenset(images), sysctls=sysctls, modules=modules, packages=frozenset(packages),
     )
 
 
 async def gather(t: Transport, d: Desired) -> Facts:
-    script = facts_script(sorted(d.items), d.unit_names, sorted(d.bundle.sysctls), d.bundle.modules)
+    script = facts_script(sorted(d.items), d.unit_names, sorted(d.bundle.sysctls), d.bundle.modules,
+                          d.bundle.packages)
     r = await check(t, script, "gathering facts", timeout=120)
     return parse_facts(d.node, r.out)

@@ -38,6 +38,7 @@ class Facts:
     images: frozenset[str] = frozenset()
     sysctls: dict[str, str] = field(default_factory=dict)
     modules: dict[str, bool] = field(default_factory=dict)
+    packages: frozenset[str] = frozenset()  # of those asked about, the installed ones
 
 
 @dataclass(frozen=True)

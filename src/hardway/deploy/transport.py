@@ -8,7 +8,9 @@ any byte is sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -89,7 +91,8 @@ class LocalTransport:
     async def run(self, script: str, input: Input = None, timeout: float | None = None) -> Result:
         proc = await asyncio.create_subprocess_shell(
             _wrap(script, "root" if os.geteuid() == 0 else "user"),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            start_new_session=True)  # its own process group: a timeout kills the children too
         try:
             async def feed() -> None:
                 assert proc.stdin is not None
@@ -106,9 +109,9 @@ class LocalTransport:
 
             _, (out, err) = await asyncio.wait_for(asyncio.gather(feed(), collect()), timeout)
         except BaseException:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
             raise
         return Result(proc.returncode or 0, out, err)
 

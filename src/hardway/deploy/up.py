@@ -133,9 +133,13 @@ async def _each(names: list[str], fn: Callable[[str], Awaitable], parallel: int)
     return dict(await asyncio.gather(*(one(n) for n in names)))
 
 
-def _check_facts(spec: ClusterSpec, facts: dict[str, Facts]) -> None:
+def _check_facts(spec: ClusterSpec, facts: dict[str, Facts], desired: dict[str, Desired]) -> None:
     problems = []
     for name, f in facts.items():
+        missing = [p for p in desired[name].bundle.packages if p not in f.packages]
+        if missing:
+            problems.append(f"{name}: Debian package(s) {', '.join(missing)} not installed; hardway does not "
+                            f"install packages yet: `apt-get install {' '.join(missing)}` on the node first")
         if not f.systemd:
             problems.append(f"{name}: no systemctl: hardway's units need systemd as the init system")
         if f.arch and f.arch not in ("x86_64", "amd64"):
@@ -166,7 +170,7 @@ class Session:
 
     async def gather_and_plan(self) -> None:
         self.facts = await _each(self.names, lambda n: gather(self.t[n], self.p.desired[n]), self.opts.parallel)
-        _check_facts(self.p.spec, self.facts)
+        _check_facts(self.p.spec, self.facts, self.p.desired)
         for name, d in self.p.desired.items():
             self.plans[name] = plan_host(d.bundle, self.facts[name], d.items, d.images)
 

@@ -1,0 +1,40 @@
+"""The local transport (the operator's own machine) and the known-hosts record, without SSH."""
+
+from __future__ import annotations
+
+import asyncio
+
+from hardway.deploy.hostkeys import KnownHosts
+from hardway.deploy.transport import LocalTransport
+
+
+def test_local_transport_streams_input_and_reports_exit_status():
+    t = LocalTransport("me")
+    chunks = (bytes([i]) * 100_000 for i in range(20))  # 2 MB, streamed
+    r = asyncio.run(t.run("wc -c; echo oops >&2; exit 7", chunks, timeout=30))
+    assert (r.rc, r.out.strip(), r.err.strip()) == (7, "2000000", "oops")
+    r = asyncio.run(t.run("cat", b"bytes in one piece", timeout=30))
+    assert r.rc == 0 and r.stdout == b"bytes in one piece"
+
+
+def test_local_transport_times_out_and_kills_the_command():
+    t = LocalTransport("me")
+    try:
+        asyncio.run(t.run("sleep 30", timeout=0.5))
+    except asyncio.TimeoutError:
+        pass
+    else:
+        raise AssertionError("no timeout")
+
+
+def test_known_hosts_records_first_use_and_matches_by_address_and_port(tmp_path):
+    (tmp_path / "lab").mkdir()
+    (tmp_path / "lab" / "known_hosts").write_text("node-a,10.0.0.1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA0000000000000000000000000000000000000000000\n")
+    k = KnownHosts(tmp_path)
+    assert k.trusted("10.0.0.1", 22) is not None
+    assert k.trusted("10.0.0.2", 22) is None
+    k.record("10.0.0.2", 2222, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB1111111111111111111111111111111111111111111 comment")
+    text = (tmp_path / "known_hosts").read_text()
+    assert "[10.0.0.2]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB111" in text and "comment" not in text
+    assert k.trusted("10.0.0.2", 2222) is not None and k.trusted("10.0.0.2", 22) is None
+    assert k.describe("10.0.0.1") == str(tmp_path / "lab" / "known_hosts")
