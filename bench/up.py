@@ -1,8 +1,10 @@
 """Time `hardway up` on lab machines: a fresh cluster to every node Ready (with the time of each
 phase), then a no-op `up`, and the no-op `up` through the CLI (including Python start-up).
+For ha and ha-vip also failover: seconds from `hardway lab stop` of a controller (for ha-vip
+the VIP holder) to the first successful write (a ConfigMap) through the LB/VIP.
 
     python bench/up.py                    # basic preset (1 controller + 2 workers)
-    python bench/up.py --preset single
+    python bench/up.py --preset single|ha|ha-vip
     python bench/up.py --repeat 3         # fresh machines each time; median reported
 
 Warm caches: the offline mirror (tests/mirror_fixture.py builds it if missing, ~6 min once),
@@ -55,17 +57,44 @@ def one_run(preset: str, mirror: Path) -> dict[str, float]:
             subprocess.run([sys.executable, "-m", "hardway", "-C", str(d), "up"], check=True,
                            capture_output=True)
             noop_cli = time.monotonic() - t
+            failover = _failover(d) if preset in ("ha", "ha-vip") else None
         finally:
             hwlab.destroy(d)
     out = {"lab_up_s": round(lab_s, 2), "up_to_ready_s": round(first, 2)}
     out.update({f"phase_{k}_s": v for k, v in report.phase_seconds.items()})
     out.update({"noop_up_s": round(noop_s, 2), "noop_up_cli_s": round(noop_cli, 2)})
+    if failover is not None:
+        out["failover_first_write_s"] = round(failover, 2)
     return out
+
+
+def _failover(d: Path) -> float:
+    from hardway import lab as hwlab
+    from hardway.spec.load import load_spec
+
+    spec = load_spec(d / "cluster.yaml").spec
+    victim = spec.controllers[0].name
+    if spec.load_balancer.vip:
+        for n in spec.controllers:
+            if f" {spec.load_balancer.vip}/" in hwlab.run(d, n.name, "ip -4 -o addr show").stdout:
+                victim = n.name
+    hwlab.stop(d, victim)
+    t = time.monotonic()
+    i = 0
+    while time.monotonic() - t < 60:
+        i += 1
+        # The cluster's kubectl itself (no Python start-up in the figure).
+        r = subprocess.run([str(d / "bin" / "kubectl"), "--kubeconfig", str(d / "kubeconfigs" / "admin.kubeconfig"),
+                            "--request-timeout=2s", "create", "configmap", f"failover-{i}", "--from-literal=k=v"],
+                           capture_output=True)
+        if r.returncode == 0:
+            return time.monotonic() - t
+    raise SystemExit("no write through the load balancer within 60 s")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--preset", default="basic", choices=["single", "basic"])
+    ap.add_argument("--preset", default="basic", choices=["single", "basic", "ha", "ha-vip"])
     ap.add_argument("--repeat", type=int, default=1)
     args = ap.parse_args()
     from tests.mirror_fixture import built_mirror

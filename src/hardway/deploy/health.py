@@ -71,7 +71,10 @@ def etcd_health(host: str, ident: Identity, timeout: float = 3) -> tuple[bool, s
 def apiserver_ready(host: str, port: int, ident: Identity, timeout: float = 3) -> tuple[bool, str]:
     try:
         status, body = https_get(host, port, "/readyz", ident, timeout)
-        return status == 200, body.decode(errors="replace").strip()[-300:]
+        text = body.decode(errors="replace")
+        failing = [ln[3:].split(" ")[0] for ln in text.splitlines() if ln.startswith("[-]")]
+        return status == 200, (f"HTTP {status}, failing: {', '.join(failing)}" if failing
+                               else f"HTTP {status}: {text.strip()[-200:]}")
     except (OSError, ssl.SSLError, http.client.HTTPException) as e:
         return False, str(e) or type(e).__name__
 
@@ -103,16 +106,22 @@ Progress = Callable[[str], None]
 
 
 async def wait_for(what: str, probe: Callable[[], Awaitable[tuple[bool, str]]], timeout: float,
-                   progress: Progress, interval: float = 0.5) -> float:
-    """Poll `probe` until it reports True; say what is awaited and, every 10 s, what it last saw."""
+                   progress: Progress, interval: float = 0.5, stable: float = 0) -> float:
+    """Poll `probe` until it reports True (continuously for `stable` seconds, when given); say
+    what is awaited and, every 10 s, what it last saw."""
     start = time.monotonic()
-    progress(f"waiting for {what}")
+    progress(f"waiting for {what}" + (f" (steadily for {stable:.0f} s)" if stable else ""))
     last_note = start
     detail = ""
+    ok_since: float | None = None
     while True:
         ok, detail = await probe()
         now = time.monotonic()
-        if ok:
+        if ok and ok_since is None:
+            ok_since = now
+        if not ok:
+            ok_since = None
+        if ok_since is not None and now - ok_since >= stable:
             progress(f"{what}: ok ({now - start:.1f} s)")
             return now - start
         if now - start > timeout:

@@ -189,7 +189,7 @@ async def connect_ssh(node: str, address: str, user: str, port: int, key: str | 
         raise OperationError(f"{node} ({target}): SSH login refused; check ssh.user and ssh.key "
                              f"in cluster.yaml ({e.reason})") from e
     except (asyncio.TimeoutError, OSError, asyncssh.Error) as e:
-        raise OperationError(f"{node} ({target}): cannot connect over SSH: {e or type(e).__name__}. "
+        raise OperationError(f"{node} ({target}): cannot connect over SSH: {str(e) or type(e).__name__}. "
                              "Is the machine up and sshd running? (`hardway lab status` for a lab)") from e
     if trusted is None:
         key_obj = conn.get_server_host_key()

@@ -165,6 +165,10 @@ class Session:
     def names(self) -> list[str]:
         return list(self.p.desired)
 
+    def plans_touch(self, unit: str) -> bool:
+        """Whether this run starts or restarts `unit` anywhere."""
+        return any(unit in p.starts or unit in p.restarts for p in self.plans.values())
+
     async def open(self) -> None:
         self.t = await connect_all(self.p.spec, self.p.cd, self.names, self.opts)
 
@@ -224,6 +228,7 @@ async def _phase_hosts(s: Session, phase: Phase) -> None:
 
 
 SETTLE_SECONDS = 20
+VRRP_SETTLE = 8.0  # check script rise (2 x 2 s) + VRRP master-down interval (~3.6 s)
 
 
 async def _settled(s: Session, phase: Phase) -> None:
@@ -267,9 +272,10 @@ async def _diagnose(s: Session, names: list[str], units: list[str]) -> str:
     return "\n".join(parts)
 
 
-async def _wait(s: Session, phase: str, what: str, probe, hosts: list[str], units: list[str]) -> None:
+async def _wait(s: Session, phase: str, what: str, probe, hosts: list[str], units: list[str],
+                stable: float = 0) -> None:
     try:
-        await wait_for(what, probe, s.opts.timeout, s.progress)
+        await wait_for(what, probe, s.opts.timeout, s.progress, stable=stable)
     except TimeoutError as e:
         detail = await _diagnose(s, hosts, units)
         raise PhaseFailed(f"phase {phase}: {e}\n{detail}".rstrip()) from None
@@ -314,7 +320,11 @@ async def _apply_manifests(s: Session) -> bool:
         s.progress(f"cluster objects: unchanged ({len(s.p.cluster.manifests)} manifest file(s), sha256 {digest[:12]})")
         return False
     full = body + b"---\n" + _record_manifest(ns, name, digest)
-    r = await asyncio.to_thread(kubectl, s.p.cd, "apply", "-f", "-", input=full)
+    for attempt in range(3):  # a connection reset by a moving VIP is worth another try
+        r = await asyncio.to_thread(kubectl, s.p.cd, "apply", "-f", "-", input=full)
+        if r.returncode == 0:
+            break
+        await asyncio.sleep(2)
     if r.returncode != 0:
         raise PhaseFailed("phase cluster-objects: `kubectl apply` of the RBAC and add-on manifests failed:\n"
                           + r.stderr.decode(errors="replace")[-2000:])
@@ -379,7 +389,10 @@ async def _up(s: Session, report: UpReport) -> None:
             lb_hosts = [n.name for n in spec.nodes if act.units_in(s.p.desired[n.name], Phase.load_balancer)]
             await _wait(s, "load-balancer", f"the API through the load balancer at {spec.api_server_url}",
                         _all(lambda h: apiserver_ready(h, spec.api_port, admin), [str(spec.api_host)]),
-                        lb_hosts, ["haproxy.service", "keepalived.service"])
+                        lb_hosts, ["haproxy.service", "keepalived.service"],
+                        # VRRP elects (and may preempt) over a few advert intervals after a
+                        # (re)start: one good answer through the VIP is not yet the final holder.
+                        stable=VRRP_SETTLE if s.plans_touch("keepalived.service") else 0)
             await _settled(s, Phase.load_balancer)
     with timed("cluster-objects"):
         report.manifests_applied = await _apply_manifests(s)

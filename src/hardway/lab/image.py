@@ -31,9 +31,12 @@ VARIANT = "minbase"
 # LAB.md 1, plus iputils-ping (ping between machines while debugging the lab network).
 # containerd, kubelet and kube-proxy need iptables, conntrack, socat (port-forward), kmod,
 # mount/nsenter (util-linux, in minbase) and procps; systemd + dbus + sshd make the machine.
+# haproxy, keepalived and curl (keepalived's apiserver check) serve the ha and ha-vip presets:
+# machines have no route to a Debian mirror during `up` (LAB.md 17).
 PACKAGES = (
     "systemd", "systemd-sysv", "dbus", "openssh-server", "iproute2", "iptables",
     "ca-certificates", "conntrack", "socat", "kmod", "procps", "iputils-ping",
+    "haproxy", "keepalived", "curl",
 )
 # Bump when what happens to the tree after debootstrap changes.
 IMAGE_RECIPE = 1

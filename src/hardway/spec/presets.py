@@ -98,6 +98,8 @@ def render_preset(preset: str, name: str, mirror: str | None = None, lab: bool =
             f"  mode: keepalived        # VRRP moves the VIP between controllers\n"
             f"  vip: {p.vip}       # must be a free address in network.nodeSubnet\n"
             f"  # port: 8443            # HAProxy's port on the VIP; the apiservers keep 6443\n"
+            + ("  interface: host0        # the lab machines' link (systemd-nspawn names it host0)\n" if lab else
+               "  # interface: eth0       # the controllers' interface on nodeSubnet\n")
         )
     elif p.lb_mode == "haproxy":
         lb = (

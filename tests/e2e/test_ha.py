@@ -1,0 +1,120 @@
+"""High availability for real, for both topologies: `ha` (HAProxy on an lb machine in front of
+three controllers) and `ha-vip` (keepalived VIP + HAProxy on every controller). Each: up,
+verify, smoke; stop a controller machine (for ha-vip the VIP holder): the API still accepts
+writes through the LB/VIP, etcd has 2 of 3 members, verify says degraded (exit 3); start it:
+it rejoins, verify says healthy, every write made during the outage is there. For ha-vip also:
+stopping keepalived on the holder moves the VIP.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from hardway.deploy.health import etcd_health, identity
+from hardway.deploy.up import kubectl
+from hardway.clusterdir import ClusterDir
+from hardway.errors import OperationError
+from hardway.spec.load import load_spec
+from tests.e2e.cluster_fixture import hw, lab_cluster, log
+from tests.mirror_fixture import mirror  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.e2e
+
+
+def vip_holders(c, vip: str) -> list[str]:
+    out = []
+    for n in c.spec.controllers:
+        try:
+            r = c.run(n.name, "ip -4 -o addr show")
+        except OperationError:  # a stopped machine holds nothing
+            continue
+        if r.returncode == 0 and f" {vip}/" in r.stdout:
+            out.append(n.name)
+    return out
+
+
+def write_until_ok(c, name: str, limit: float = 60) -> float:
+    """Seconds until `kubectl create configmap NAME` through the LB/VIP succeeds."""
+    t = time.monotonic()
+    while True:
+        # The cluster's kubectl itself: no Python start-up in the measured time.
+        r = kubectl(ClusterDir(c.dir), "--request-timeout=2s", "create", "configmap", name, "--from-literal=k=v",
+                    timeout=30)
+        if r.returncode == 0:
+            return time.monotonic() - t
+        assert time.monotonic() - t < limit, f"no write through the load balancer in {limit} s: {r.stderr!r}"
+        time.sleep(0.2)
+
+
+def healthy_members(c) -> int:
+    ident = identity(ClusterDir(c.dir), "etcd-ca", "etcd-admin")
+    return sum(etcd_health(str(n.address), ident)[0] for n in c.spec.controllers)
+
+
+@pytest.mark.parametrize("preset,octet", [("ha", 74), ("ha-vip", 75)])
+def test_ha_survives_losing_a_controller(tmp_path, mirror, preset, octet):  # noqa: F811
+    name = "hwha" if preset == "ha" else "hwvip"
+    with lab_cluster(tmp_path / "cluster", preset, name, octet, mirror) as c:
+        c.spec = load_spec(c.dir / "cluster.yaml").spec
+        t = time.monotonic()
+        r = hw(c.dir, "up")
+        log(f"{preset} up ({time.monotonic() - t:.1f} s):\n{r.stderr[-2500:]}")
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert "the API through the load balancer" in r.stderr
+        r = hw(c.dir, "verify", "--smoke", timeout=900)
+        log(r.stdout)
+        assert r.returncode == 0, r.stdout + r.stderr[-2000:]
+        assert "cluster healthy" in r.stdout
+
+        vip = str(c.spec.load_balancer.vip) if preset == "ha-vip" else None
+        if vip:
+            holders = vip_holders(c, vip)
+            assert len(holders) == 1, f"VIP {vip} held by {holders}"
+            victim = holders[0]
+        else:
+            victim = c.spec.controllers[0].name
+        r = hw(c.dir, "lab", "stop", victim)
+        assert r.returncode == 0, r.stderr
+        seconds = write_until_ok(c, "during-outage-1")
+        log(f"{preset}: first write through {c.spec.api_server_url} {seconds:.2f} s after stopping {victim}")
+        if vip:
+            assert seconds <= 10, f"VIP failover took {seconds:.1f} s"
+            new = vip_holders(c, vip)
+            assert len(new) == 1 and new[0] != victim
+        write_until_ok(c, "during-outage-2")
+        assert healthy_members(c) == 2
+        r = hw(c.dir, "verify")
+        log(r.stdout)
+        assert r.returncode == 3, r.stdout
+        assert "cluster degraded" in r.stdout and f"etcd member {victim}" in r.stdout
+
+        r = hw(c.dir, "lab", "start", victim)
+        assert r.returncode == 0, r.stderr
+        deadline = time.monotonic() + 120
+        while True:
+            r = hw(c.dir, "verify")
+            if r.returncode == 0:
+                break
+            assert time.monotonic() < deadline, f"{victim} did not rejoin:\n{r.stdout}"
+            time.sleep(3)
+        assert healthy_members(c) == 3
+        r = hw(c.dir, "kubectl", "get", "configmaps", "-o", "name")
+        assert "configmap/during-outage-1" in r.stdout and "configmap/during-outage-2" in r.stdout
+
+        if vip:
+            holder = vip_holders(c, vip)
+            assert len(holder) == 1
+            c.ok(holder[0], "systemctl stop keepalived")
+            deadline = time.monotonic() + 15
+            while (now := vip_holders(c, vip)) in ([], holder):
+                assert time.monotonic() < deadline, f"VIP did not move off {holder[0]}"
+                time.sleep(0.5)
+            log(f"ha-vip: keepalived stopped on {holder[0]}: VIP moved to {now}")
+            assert len(now) == 1
+            write_until_ok(c, "after-vip-move", 20)
+            c.ok(holder[0], "systemctl start keepalived")
+        # A later `up` puts everything back and changes nothing else.
+        r = hw(c.dir, "up")
+        assert r.returncode == 0, r.stderr[-2000:]
