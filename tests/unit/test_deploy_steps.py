@@ -8,7 +8,7 @@ import tarfile
 
 from hardway.deploy.desired import MANIFEST, PENDING, Blob, desired_for, file_sha256
 from hardway.deploy.facts import facts_script, parse_facts
-from hardway.deploy.plan import Facts, describe, plan_host, summary
+from hardway.deploy.plan import Facts, FileFact, describe, plan_host, summary
 from hardway.deploy.push import SUFFIX, push_script, tar_stream
 from hardway.render import render_cluster
 from hardway.verify.health import Check, Status, classify
@@ -141,6 +141,12 @@ def test_describe_and_summary_speak_plainly(tmp_path):
     assert "write /etc/containerd/config.toml (new)" in lines and "start kubelet.service" in lines
     assert summary([plan]).startswith("1 of 1 host(s) change")
     assert summary([plan_host(d.bundle, Facts("worker-0"), {}, {})]) != "no changes on any of 1 host(s)"
+    # ...and a converged host does say it (the wording `up` and `diff` print for a no-op).
+    converged = Facts("worker-0", files={p: FileFact(it.sha256, it.mode, it.owner) for p, it in d.items.items()},
+                      active_units=frozenset(d.unit_names), sysctls=dict(d.bundle.sysctls),
+                      modules={m: True for m in d.bundle.modules})
+    done = plan_host(d.bundle, converged, d.items, d.images)
+    assert done.empty and describe(done) == [] and summary([done]) == "no changes on any of 1 host(s)"
 
 
 def test_verify_verdicts():
@@ -170,3 +176,4 @@ def test_unit_states_parse_and_settle():
     assert unsettled({"containerd.service": ("active", 1)}, touched, {"containerd.service": ("active", 1)}) == []
     # Restarts of a unit this run did not touch are history, not news.
     assert unsettled({"containerd.service": ("active", 4)}, set()) == []
+

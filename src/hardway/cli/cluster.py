@@ -92,11 +92,7 @@ def verify(directory: Path, smoke: bool, local: tuple[str, ...]) -> None:
 def kubectl(directory: Path, args: tuple[str, ...]) -> None:
     """Run the cluster's kubectl (DIR/bin/kubectl) as the cluster admin: `hardway kubectl get nodes`."""
     from ..clusterdir import ClusterDir
-    from ..deploy.up import kubectl_path
-    from ..errors import OperationError
-    cd = ClusterDir.at(directory)
-    path = kubectl_path(cd)
-    if not path.exists():
-        raise OperationError(f"{path} is missing: run `hardway -C {directory} up` first")
+    from ..deploy.up import kubectl_argv
+    argv = kubectl_argv(ClusterDir.at(directory), *args)
     sys.stdout.flush()
-    os.execv(str(path), [str(path), "--kubeconfig", str(cd.kubeconfig("admin")), *args])
+    os.execv(argv[0], argv)

@@ -84,5 +84,4 @@ async def push(t: Transport, plan: HostPlan, timeout: float = 900) -> None:
     items = [it for it, _ in plan.writes]
     if not items:
         return
-    items.sort(key=lambda it: it.path == MANIFEST)
     await check(t, push_script(plan), f"pushing {len(items)} file(s)", tar_stream(items), timeout)

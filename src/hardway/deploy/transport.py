@@ -86,11 +86,11 @@ class LocalTransport:
     def __init__(self, node: str) -> None:
         self.node = node
         self.target = "local"
-        self.user = "root" if os.geteuid() == 0 else os.environ.get("USER", "")
+        self.user = "root" if os.geteuid() == 0 else os.environ.get("USER", "user")
 
     async def run(self, script: str, input: Input = None, timeout: float | None = None) -> Result:
         proc = await asyncio.create_subprocess_shell(
-            _wrap(script, "root" if os.geteuid() == 0 else "user"),
+            _wrap(script, self.user),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             start_new_session=True)  # its own process group: a timeout kills the children too
         try:

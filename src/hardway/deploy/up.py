@@ -25,7 +25,7 @@ from ..material import ensure_material, load_material
 from ..render import render_cluster
 from ..render.bundle import ClusterBundle, Phase
 from ..spec.load import load_spec
-from ..spec.model import ClusterSpec
+from ..spec.model import APISERVER_PORT, ClusterSpec
 from . import activate as act
 from .desired import Desired, desired_for, file_sha256
 from .facts import gather
@@ -133,7 +133,7 @@ async def _each(names: list[str], fn: Callable[[str], Awaitable], parallel: int)
     return dict(await asyncio.gather(*(one(n) for n in names)))
 
 
-def _check_facts(spec: ClusterSpec, facts: dict[str, Facts], desired: dict[str, Desired]) -> None:
+def _check_facts(facts: dict[str, Facts], desired: dict[str, Desired]) -> None:
     problems = []
     for name, f in facts.items():
         missing = [p for p in desired[name].bundle.packages if p not in f.packages]
@@ -174,7 +174,7 @@ class Session:
 
     async def gather_and_plan(self) -> None:
         self.facts = await _each(self.names, lambda n: gather(self.t[n], self.p.desired[n]), self.opts.parallel)
-        _check_facts(self.p.spec, self.facts, self.p.desired)
+        _check_facts(self.facts, self.p.desired)
         for name, d in self.p.desired.items():
             self.plans[name] = plan_host(d.bundle, self.facts[name], d.items, d.images)
 
@@ -253,14 +253,11 @@ async def _settled(s: Session, phase: Phase) -> None:
         bad = [b for part in (await _each(hosts, one, s.opts.parallel)).values() for b in part]
         return not bad, "; ".join(bad)
 
-    ok, detail = await probe()
-    deadline = time.monotonic() + SETTLE_SECONDS
-    while not ok and time.monotonic() < deadline:
-        await asyncio.sleep(3)
-        ok, detail = await probe()
-    if not ok:
+    try:  # the same poll loop as the health waits, quietly: a settled phase says nothing
+        await wait_for(f"the {phase.value} units running", probe, SETTLE_SECONDS, _quiet, interval=3)
+    except TimeoutError as e:
         parts = [f"[{n}]\n" + await act.journal_tail(s.t[n], us) for n, us in bad_units.items() if us]
-        raise PhaseFailed(f"phase {phase.value}: {detail}\n" + "\n".join(parts))
+        raise PhaseFailed(f"phase {phase.value}: {e}\n" + "\n".join(parts)) from None
 
 
 async def _diagnose(s: Session, names: list[str], units: list[str]) -> str:
@@ -294,13 +291,18 @@ def _manifests_yaml(p: Prepared) -> tuple[bytes, str]:
     return body, hashlib.sha256(body).hexdigest()
 
 
-def kubectl(cd: ClusterDir, *args: str, input: bytes | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess:
+def kubectl_argv(cd: ClusterDir, *args: str) -> list[str]:
+    """The cluster's own kubectl as the cluster admin; `up` puts it in DIR/bin."""
     path = kubectl_path(cd)
     if not path.exists():
-        raise OperationError(f"{path} is missing: `hardway up` puts the cluster's kubectl there")
-    return subprocess.run([str(path), "--kubeconfig", str(cd.kubeconfig("admin")), *args],
-                          input=input, capture_output=True, timeout=timeout)
+        raise OperationError(f"{path} is missing: run `hardway -C {cd.root} up` first (it puts the "
+                             "cluster's kubectl there)")
+    return [str(path), "--kubeconfig", str(cd.kubeconfig("admin")), *args]
+
+
+def kubectl(cd: ClusterDir, *args: str, input: bytes | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(kubectl_argv(cd, *args), input=input, capture_output=True, timeout=timeout)
 
 
 def _record_manifest(namespace: str, name: str, digest: str) -> bytes:
@@ -380,7 +382,7 @@ async def _up(s: Session, report: UpReport) -> None:
         await _phase_hosts(s, Phase.control_plane)
         admin = identity(cd, "ca", "admin")
         await _wait(s, "control-plane", f"kube-apiserver /readyz on {len(controllers)} controller(s)",
-                    _all(lambda h: apiserver_ready(h, 6443, admin), controllers), ctl_names,
+                    _all(lambda h: apiserver_ready(h, APISERVER_PORT, admin), controllers), ctl_names,
                     ["kube-apiserver.service", "etcd.service"])
         await _settled(s, Phase.control_plane)
     if spec.load_balancer.mode.value != "none":
@@ -445,4 +447,5 @@ def up(directory: str | Path = ".", progress: Progress = _quiet, opts: Options |
     return report
 
 
-__all__ = ["Options", "UpReport", "connect_all", "describe", "diff", "kubectl", "kubectl_path", "prepare", "up"]
+__all__ = ["Options", "UpReport", "connect_all", "describe", "diff", "kubectl", "kubectl_argv", "kubectl_path",
+           "prepare", "up"]

@@ -21,6 +21,7 @@ from ..errors import OperationError
 from ..material import load_material
 from ..render import render_cluster
 from ..spec.load import load_spec
+from ..spec.model import APISERVER_PORT
 
 
 class Status(str, Enum):
@@ -83,7 +84,7 @@ def verify(directory: str | Path = ".", progress: Callable[[str], None] = lambda
         ok, detail = etcd_health(str(n.address), etcd_ident)
         etcd_ok += ok
         add(Check(f"etcd member {n.name}", ok, "" if ok else detail))
-        ok, detail = apiserver_ready(str(n.address), 6443, admin)
+        ok, detail = apiserver_ready(str(n.address), APISERVER_PORT, admin)
         add(Check(f"kube-apiserver {n.name} /readyz", ok, "" if ok else detail))
     api_ok, detail = apiserver_ready(str(spec.api_host), spec.api_port, admin)
     if spec.load_balancer.mode.value != "none":

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..clusterdir import ClusterDir
-from ..deploy.up import Options, connect_all, kubectl, kubectl_path
+from ..deploy.up import Options, connect_all, kubectl, kubectl_argv
 from ..errors import OperationError
 from ..render.common import ETCD_PKI
 from ..render.manifests import coredns_image
@@ -134,8 +134,7 @@ def smoke(directory: str | Path = ".", progress: Callable[[str], None] = lambda 
     cd = ClusterDir.at(directory)
     spec = load_spec(cd.spec).spec
     opts = opts or Options()
-    if not kubectl_path(cd).exists():
-        raise OperationError(f"{kubectl_path(cd)} is missing; run `hardway up` first")
+    kubectl_argv(cd)  # fails early, saying to run `hardway up`, when kubectl is not there yet
     k = Kube(cd)
     report = SmokeReport()
 
@@ -207,8 +206,7 @@ def smoke(directory: str | Path = ".", progress: Callable[[str], None] = lambda 
 
         def port_forward() -> str:
             proc = subprocess.Popen(
-                [str(kubectl_path(cd)), "--kubeconfig", str(cd.kubeconfig("admin")), "-n", NS,
-                 "port-forward", "--address", "127.0.0.1", f"pod/{a_name}", f":{WEB_PORT}"],
+                kubectl_argv(cd, "-n", NS, "port-forward", "--address", "127.0.0.1", f"pod/{a_name}", f":{WEB_PORT}"),
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             try:
                 line = proc.stdout.readline() if proc.stdout else ""
