@@ -89,7 +89,9 @@ def running_lab(directory: Path) -> Iterator[Lab]:
     if (directory / "lab" / "state.json").exists():  # a crashed earlier run
         hwlab.destroy(directory, _log)
     spec = write_spec(directory)
-    before = {k: host.read_sysctl(k) for k in host.KUBELET_SYSCTLS}
+    # What the host had before any lab changed it: the current values, or, while another lab
+    # holds them (or one was killed before restoring them), the originals on record.
+    before = host.recorded_originals() or {k: host.read_sysctl(k) for k in host.KUBELET_SYSCTLS}
     cached = image.cached_image() is not None
     t = time.monotonic()
     try:

@@ -96,10 +96,10 @@ def test_programs_run_and_report_their_versions(mirror, tmp_path):  # noqa: F811
     assert json.loads(out)["cniVersion"] == "1.0.0"
 
 
-def _image(mirror: Path, name: str, dest: Path) -> tuple[dict, dict]:
+def _image(mirror_dir: Path, name: str, dest: Path) -> tuple[dict, dict]:
     """Unpack an OCI layout tarball: (index, config); the single layer goes into dest/rootfs."""
     dest.mkdir()
-    with tarfile.open(mirror / "images" / f"{name}.tar") as t:
+    with tarfile.open(mirror_dir / "images" / f"{name}.tar") as t:
         t.extractall(dest, filter="data")
     index = json.loads((dest / "index.json").read_text())
     blob = lambda digest: dest / "blobs" / "sha256" / digest.split(":")[1]  # noqa: E731

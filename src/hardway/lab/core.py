@@ -81,6 +81,23 @@ def _holder(directory: Path) -> str:
     return str(Path(directory).resolve())
 
 
+# `lab up` records itself as a holder a few seconds before its machines boot.
+_BOOTING_GRACE_SECONDS = 300
+
+
+def _lab_running(holder: str) -> bool:
+    """Whether the lab in this cluster directory runs (or is coming up) and so needs the host's
+    kernel settings; a lab left behind by a killed command, its machines gone, does not."""
+    try:
+        state = load_state(Path(holder))
+        age = time.time() - state_path(Path(holder)).stat().st_mtime
+    except (OSError, HardwayError):
+        return False
+    if state is None:
+        return False
+    return age < _BOOTING_GRACE_SECONDS or any(machine.alive(m) for m in state.machines.values())
+
+
 def _bridge_address(spec: ClusterSpec) -> ipaddress.IPv4Interface:
     subnet = spec.node_subnet
     if subnet.prefixlen > 30:
@@ -244,7 +261,8 @@ def up(directory: str | Path = ".", progress: Progress = _quiet, timeout: float 
         for m in to_boot:
             machine.check_veth_free(m)
         host.ensure_bridge(state.bridge, bridge_addr, progress)
-        state.saved_sysctls = host.apply_kubelet_sysctls(_holder(directory), progress, state.saved_sysctls)
+        state.saved_sysctls = host.apply_kubelet_sysctls(_holder(directory), progress, state.saved_sysctls,
+                                                         _lab_running)
         save_state(directory, state)
         warn = host.forward_drop_warning(state.bridge)
         if warn:
@@ -344,7 +362,7 @@ def down(directory: str | Path = ".", progress: Progress = _quiet, timeout: floa
         if host.link_exists(state.bridge):
             host.delete_bridge(state.bridge, progress)
             report.bridge_removed = True
-        host.restore_sysctls(_holder(directory), state.saved_sysctls, progress)
+        host.restore_sysctls(_holder(directory), state.saved_sysctls, progress, _lab_running)
         state.saved_sysctls = None
         save_state(directory, state)
     return report

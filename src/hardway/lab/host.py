@@ -212,14 +212,29 @@ def _registry() -> Iterator[tuple[Path, dict]]:
         os.close(fd)
 
 
-def _live_holders(holders: list[str]) -> list[str]:
-    return [h for h in holders if (Path(h) / "lab" / "state.json").exists()]
+def recorded_originals() -> dict[str, str] | None:
+    """The host's values from before the first lab still on record changed them, if any."""
+    with _registry() as (_path, reg):
+        return reg.get("saved")
 
 
-def apply_kubelet_sysctls(holder: str, progress: Progress, saved_before: dict[str, str] | None) -> dict[str, str]:
-    """Set the six values on the host; return the originals (recorded once, host-wide)."""
+def _live_holders(holders: list[str], running: Callable[[str], bool], progress: Progress) -> list[str]:
+    # A lab whose commands were killed (its machines gone with them) must not keep the host's
+    # settings changed for ever: only a lab still running holds them.
+    live = [h for h in holders if running(h)]
+    for h in holders:
+        if h not in live:
+            progress(f"lab in {h} no longer runs: it no longer holds the host kernel settings")
+    return live
+
+
+def apply_kubelet_sysctls(holder: str, progress: Progress, saved_before: dict[str, str] | None,
+                          running: Callable[[str], bool]) -> dict[str, str]:
+    """Set the six values on the host; return the originals (recorded once, host-wide).
+
+    `running(holder)` says whether the lab in that cluster directory still runs."""
     with _registry() as (path, reg):
-        holders = _live_holders(reg.get("holders", []))
+        holders = _live_holders([h for h in reg.get("holders", []) if h != holder], running, progress)
         if reg.get("saved") is None:
             # `saved_before`: this lab's own record, if the registry was lost (e.g. /run wiped)
             reg["saved"] = saved_before or {k: read_sysctl(k) for k in KUBELET_SYSCTLS}
@@ -237,9 +252,10 @@ def apply_kubelet_sysctls(holder: str, progress: Progress, saved_before: dict[st
         return dict(reg["saved"])
 
 
-def restore_sysctls(holder: str, saved: dict[str, str] | None, progress: Progress) -> None:
+def restore_sysctls(holder: str, saved: dict[str, str] | None, progress: Progress,
+                    running: Callable[[str], bool]) -> None:
     with _registry() as (path, reg):
-        holders = [h for h in _live_holders(reg.get("holders", [])) if h != holder]
+        holders = _live_holders([h for h in reg.get("holders", []) if h != holder], running, progress)
         original = reg.get("saved") or saved
         if holders:
             reg["holders"] = holders
