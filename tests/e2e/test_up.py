@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -160,27 +161,58 @@ def test_a_spec_change_restarts_only_what_it_touches(cluster):
     api.up(c.dir)  # back to the original, for anyone reading the lab afterwards
 
 
-def test_a_crashing_unit_fails_up_naming_host_phase_unit_and_journal(cluster):
-    """kube-proxy is broken by a drop-in hardway does not manage, and a restart is owed (as an
-    interrupted run leaves it): `up` restarts it, sees it crash, and says where and why."""
-    c = cluster
-    w = node_names(c)["w1"]
-    dropin = "/etc/systemd/system/kube-proxy.service.d/zz-e2e-break.conf"
-    c.ok(w, f"mkdir -p {dropin.rsplit('/', 1)[0]} && printf '[Service]\\nExecStart=\\nExecStart=/bin/sh -c \"echo e2e-broken-on-purpose; exit 3\"\\n' > {dropin} "
-            f"&& systemctl daemon-reload && echo kube-proxy.service >> {PENDING}")
+@contextmanager
+def broken(c, node: str, unit: str):
+    """`unit` on `node` made to exit at once by a drop-in hardway does not manage, with a
+    restart owed (as an interrupted run leaves one); repaired on the way out."""
+    dropin = f"/etc/systemd/system/{unit}.d/zz-e2e-break.conf"
+    c.ok(node, f"mkdir -p {dropin.rsplit('/', 1)[0]} && printf '[Service]\\nExecStart=\\nExecStart=/bin/sh -c \"echo e2e-broken-on-purpose; exit 3\"\\n' > {dropin} "
+               f"&& systemctl daemon-reload && echo {unit} >> {PENDING}")
     try:
-        r = hw(c.dir, "up", "--timeout", "60")
-        log(f"up with a broken kube-proxy: exit {r.returncode}\n{r.stderr[-2500:]}")
-        assert r.returncode == 1
-        assert "phase worker" in r.stderr and w in r.stderr and "kube-proxy.service" in r.stderr
-        assert "e2e-broken-on-purpose" in r.stderr  # the journal lines
-        assert "Traceback" not in r.stderr
-        assert c.run(w, f"grep -q kube-proxy {PENDING}").returncode == 0  # still owed
+        yield
     finally:
-        c.ok(w, f"rm -f {dropin} && systemctl daemon-reload")
+        c.ok(node, f"rm -f {dropin} && systemctl daemon-reload")
+
+
+def up_fails(c, timeout: str, phase: str, node: str, unit: str) -> str:
+    """`up` exits 1 naming the phase, host and unit, with the unit's journal, no traceback."""
+    t = time.monotonic()
+    r = hw(c.dir, "up", "--timeout", timeout)
+    log(f"up with a broken {unit}: exit {r.returncode} after {time.monotonic() - t:.1f} s\n{r.stderr[-3000:]}")
+    assert r.returncode == 1
+    assert f"phase {phase}" in r.stderr and node in r.stderr and unit in r.stderr
+    assert "e2e-broken-on-purpose" in r.stderr  # the journal lines
+    assert "Traceback" not in r.stderr
+    return r.stderr
+
+
+def up_repairs(c, node: str, unit: str) -> None:
     r = hw(c.dir, "up")
     assert r.returncode == 0, r.stderr[-2500:]
-    assert c.ok(w, "systemctl is-active kube-proxy").strip() == "active"
+    assert c.ok(node, f"systemctl is-active {unit}").strip() == "active"
+
+
+def test_a_crashing_unit_fails_up_naming_host_phase_unit_and_journal(cluster):
+    """kube-proxy, which no health wait covers: `up` restarts it, sees it crash, and says where
+    and why."""
+    c = cluster
+    w = node_names(c)["w1"]
+    with broken(c, w, "kube-proxy.service"):
+        up_fails(c, "60", "worker", w, "kube-proxy.service")
+        assert c.run(w, f"grep -q kube-proxy {PENDING}").returncode == 0  # still owed
+    up_repairs(c, w, "kube-proxy")
+
+
+def test_a_crash_looping_unit_ends_the_health_wait_early(cluster):
+    """A broken kube-apiserver: the wait for /readyz stops once the unit keeps crashing, with
+    its journal, instead of sitting out the whole timeout."""
+    c = cluster
+    ctl = node_names(c)["c"]
+    with broken(c, ctl, "kube-apiserver.service"):
+        err = up_fails(c, "300", "control-plane", ctl, "kube-apiserver.service")
+        assert "kube-apiserver.service keeps crashing" in err
+        assert "not reached within" not in err  # it did not sit out the timeout
+    up_repairs(c, ctl, "kube-apiserver")
 
 
 def test_host_keys_are_pinned(cluster):

@@ -123,6 +123,24 @@ def unsettled(states: dict[str, tuple[str, int]], touched: set[str],
     return bad
 
 
+# systemd restarts our units every 5 s for ever (the default start limit never trips at that
+# pace), so a broken one is never "failed": a unit restarted this often during one health wait,
+# and not running now, will not come good by itself.
+CRASH_LOOP_RESTARTS = 3
+
+
+def given_up(states: dict[str, tuple[str, int]], baseline: dict[str, tuple[str, int]]) -> list[str]:
+    """Units a health wait need not wait for: failed, or crash-looping since the wait began."""
+    bad = []
+    for unit, (state, restarts) in states.items():
+        more = restarts - baseline.get(unit, (state, restarts))[1]
+        if state == "failed":
+            bad.append(f"{unit} has failed")
+        elif state != "active" and more >= CRASH_LOOP_RESTARTS:
+            bad.append(f"{unit} keeps crashing (restarted {more} times while waiting)")
+    return bad
+
+
 async def unit_states(t: Transport, units: list[str]) -> dict[str, tuple[str, int]]:
     r = await check(t, unit_states_script(units), "reading unit states", timeout=30)
     return parse_unit_states(r.out)

@@ -269,13 +269,53 @@ async def _diagnose(s: Session, names: list[str], units: list[str]) -> str:
     return "\n".join(parts)
 
 
+UNIT_WATCH_INTERVAL = 5.0
+
+
+async def _units_given_up(s: Session, hosts: list[str], units: list[str]) -> dict[str, list[str]]:
+    """Poll the units a wait depends on until one has failed or keeps crashing; then return
+    them per host ("unit.service has failed"): the wait is hopeless, its timeout not worth
+    sitting out."""
+    baseline: dict[str, dict[str, tuple[str, int]]] = {}
+    while True:
+        async def one(name: str) -> list[str]:
+            have = [u for u in units if u in s.p.desired[name].unit_names]
+            if not have:
+                return []
+            try:
+                states = await act.unit_states(s.t[name], have)
+            except OperationError:  # the host is busy or unreachable: the wait itself will tell
+                return []
+            baseline.setdefault(name, states)
+            return act.given_up(states, baseline[name])
+        found = {n: bad for n, bad in (await _each(hosts, one, s.opts.parallel)).items() if bad}
+        if found:
+            return found
+        await asyncio.sleep(UNIT_WATCH_INTERVAL)
+
+
 async def _wait(s: Session, phase: str, what: str, probe, hosts: list[str], units: list[str],
                 stable: float = 0) -> None:
+    waiting = asyncio.ensure_future(wait_for(what, probe, s.opts.timeout, s.progress, stable=stable))
+    watching = asyncio.ensure_future(_units_given_up(s, hosts, units))
     try:
-        await wait_for(what, probe, s.opts.timeout, s.progress, stable=stable)
-    except TimeoutError as e:
-        detail = await _diagnose(s, hosts, units)
-        raise PhaseFailed(f"phase {phase}: {e}\n{detail}".rstrip()) from None
+        await asyncio.wait([waiting, watching], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (waiting, watching):
+            task.cancel()
+        await asyncio.gather(waiting, watching, return_exceptions=True)
+    if waiting.done() and not waiting.cancelled():
+        try:
+            waiting.result()
+            return
+        except TimeoutError as e:
+            detail = await _diagnose(s, hosts, units)
+            raise PhaseFailed(f"phase {phase}: {e}\n{detail}".rstrip()) from None
+    found = watching.result()  # raises what the watcher raised, if anything
+    said = "; ".join(f"{n}: {b}" for n, bad in found.items() for b in bad)
+    # only the journals of the units given up on: theirs say why
+    detail = "\n".join([await _diagnose(s, [n], [b.split()[0] for b in bad]) for n, bad in found.items()])
+    raise PhaseFailed(f"phase {phase}: stopped waiting for {what}: {said}\n{detail}".rstrip())
 
 
 def _all(check: Callable[[str], tuple[bool, str]], hosts: list[str]):
