@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +21,9 @@ from pathlib import Path
 
 from hardway import api
 from hardway import lab as hwlab
+from hardway.clusterdir import ClusterDir
+from hardway.deploy.up import kubectl
+from hardway.errors import OperationError
 from hardway.spec.load import load_spec
 from hardway.spec.model import ClusterSpec
 from tests.e2e.lab_fixture import missing_prerequisites
@@ -42,6 +46,45 @@ class LabCluster:
         p = self.run(node, command, timeout)
         assert p.returncode == 0, f"{node}: {command!r} exited {p.returncode}\n{p.stdout}\n{p.stderr}"
         return p.stdout
+
+    def vip_holders(self, vip: str) -> list[str]:
+        """The controllers that have `vip` on an interface (one, unless VRRP is split)."""
+        out = []
+        for n in self.spec.controllers:
+            try:
+                r = self.run(n.name, "ip -4 -o addr show")
+            except OperationError:  # a stopped machine holds nothing
+                continue
+            if r.returncode == 0 and f" {vip}/" in r.stdout:
+                out.append(n.name)
+        return out
+
+    def steady_vip_holders(self, vip: str, steady: float = 8, limit: float = 60) -> list[str]:
+        """The VIP's holders once unchanged for `steady` seconds. A controller that rejoins
+        preempts the VIP (it has the highest priority) a few seconds after its apiserver is
+        ready again, and for a moment during the move nobody holds it."""
+        t = time.monotonic()
+        seen, since = self.vip_holders(vip), time.monotonic()
+        while time.monotonic() - since < steady:
+            assert time.monotonic() - t < limit, f"VIP {vip} holders kept changing for {limit} s: {seen}"
+            time.sleep(0.5)
+            now = self.vip_holders(vip)
+            if now != seen:
+                seen, since = now, time.monotonic()
+        return seen
+
+    def write_until_ok(self, name: str, limit: float = 60) -> float:
+        """Seconds until `kubectl create configmap NAME` through the LB/VIP succeeds."""
+        t = time.monotonic()
+        while True:
+            # The cluster's kubectl itself: no Python start-up in the measured time.
+            r = kubectl(ClusterDir(self.dir), "--request-timeout=2s", "create", "configmap", name,
+                        "--from-literal=k=v", timeout=30)
+            # AlreadyExists: an earlier attempt's write landed though its answer was lost.
+            if r.returncode == 0 or b"AlreadyExists" in r.stderr:
+                return time.monotonic() - t
+            assert time.monotonic() - t < limit, f"no write through the load balancer in {limit} s: {r.stderr!r}"
+            time.sleep(0.2)
 
 
 def hw(directory: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -13,39 +13,12 @@ import time
 import pytest
 
 from hardway.deploy.health import etcd_health, identity
-from hardway.deploy.up import kubectl
 from hardway.clusterdir import ClusterDir
-from hardway.errors import OperationError
 from hardway.spec.load import load_spec
 from tests.e2e.cluster_fixture import hw, lab_cluster, log
 from tests.mirror_fixture import mirror  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.e2e
-
-
-def vip_holders(c, vip: str) -> list[str]:
-    out = []
-    for n in c.spec.controllers:
-        try:
-            r = c.run(n.name, "ip -4 -o addr show")
-        except OperationError:  # a stopped machine holds nothing
-            continue
-        if r.returncode == 0 and f" {vip}/" in r.stdout:
-            out.append(n.name)
-    return out
-
-
-def write_until_ok(c, name: str, limit: float = 60) -> float:
-    """Seconds until `kubectl create configmap NAME` through the LB/VIP succeeds."""
-    t = time.monotonic()
-    while True:
-        # The cluster's kubectl itself: no Python start-up in the measured time.
-        r = kubectl(ClusterDir(c.dir), "--request-timeout=2s", "create", "configmap", name, "--from-literal=k=v",
-                    timeout=30)
-        if r.returncode == 0:
-            return time.monotonic() - t
-        assert time.monotonic() - t < limit, f"no write through the load balancer in {limit} s: {r.stderr!r}"
-        time.sleep(0.2)
 
 
 def healthy_members(c) -> int:
@@ -70,20 +43,20 @@ def test_ha_survives_losing_a_controller(tmp_path, mirror, preset, octet):  # no
 
         vip = str(c.spec.load_balancer.vip) if preset == "ha-vip" else None
         if vip:
-            holders = vip_holders(c, vip)
+            holders = c.vip_holders(vip)
             assert len(holders) == 1, f"VIP {vip} held by {holders}"
             victim = holders[0]
         else:
             victim = c.spec.controllers[0].name
         r = hw(c.dir, "lab", "stop", victim)
         assert r.returncode == 0, r.stderr
-        seconds = write_until_ok(c, "during-outage-1")
+        seconds = c.write_until_ok("during-outage-1")
         log(f"{preset}: first write through {c.spec.api_server_url} {seconds:.2f} s after stopping {victim}")
         if vip:
             assert seconds <= 10, f"VIP failover took {seconds:.1f} s"
-            new = vip_holders(c, vip)
+            new = c.vip_holders(vip)
             assert len(new) == 1 and new[0] != victim
-        write_until_ok(c, "during-outage-2")
+        c.write_until_ok("during-outage-2")
         assert healthy_members(c) == 2
         r = hw(c.dir, "verify")
         log(r.stdout)
@@ -104,16 +77,17 @@ def test_ha_survives_losing_a_controller(tmp_path, mirror, preset, octet):  # no
         assert "configmap/during-outage-1" in r.stdout and "configmap/during-outage-2" in r.stdout
 
         if vip:
-            holder = vip_holders(c, vip)
+            holder = c.steady_vip_holders(vip)
+            log(f"ha-vip: after the rejoin the VIP is steadily on {holder}")
             assert len(holder) == 1
             c.ok(holder[0], "systemctl stop keepalived")
             deadline = time.monotonic() + 15
-            while (now := vip_holders(c, vip)) in ([], holder):
+            while (now := c.vip_holders(vip)) in ([], holder):
                 assert time.monotonic() < deadline, f"VIP did not move off {holder[0]}"
                 time.sleep(0.5)
             log(f"ha-vip: keepalived stopped on {holder[0]}: VIP moved to {now}")
             assert len(now) == 1
-            write_until_ok(c, "after-vip-move", 20)
+            c.write_until_ok("after-vip-move", 20)
             c.ok(holder[0], "systemctl start keepalived")
         # A later `up` puts everything back and changes nothing else.
         r = hw(c.dir, "up")

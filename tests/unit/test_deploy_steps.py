@@ -170,12 +170,13 @@ def test_unit_states_parse_and_settle():
                       "containerd.service": ("active", 1)}
     touched = {"kubelet.service", "kube-proxy.service", "containerd.service"}
     bad = unsettled(states, touched)
-    assert bad == ["kube-proxy.service is activating (restarted 3 time(s))",
-                   "containerd.service crashed and was restarted 1 time(s)"]
+    assert list(bad.values()) == ["kube-proxy.service is activating (restarted 3 time(s))",
+                                  "containerd.service crashed and was restarted 1 time(s)"]
+    assert list(bad) == ["kube-proxy.service", "containerd.service"]  # whose journals to show
     # Seen running twice with the same count: it crashed once while starting, and is fine now.
-    assert unsettled({"containerd.service": ("active", 1)}, touched, {"containerd.service": ("active", 1)}) == []
+    assert unsettled({"containerd.service": ("active", 1)}, touched, {"containerd.service": ("active", 1)}) == {}
     # Restarts of a unit this run did not touch are history, not news.
-    assert unsettled({"containerd.service": ("active", 4)}, set()) == []
+    assert unsettled({"containerd.service": ("active", 4)}, set()) == {}
 
 
 def test_a_wait_gives_up_on_failed_or_crash_looping_units_only():
@@ -183,12 +184,13 @@ def test_a_wait_gives_up_on_failed_or_crash_looping_units_only():
 
     base = {"kube-apiserver.service": ("activating", 7), "etcd.service": ("active", 0)}
     # restarts from before the wait began are not counted; a unit coming up is waited for
-    assert given_up(base, base) == []
-    assert given_up({"kube-apiserver.service": ("activating", 7 + CRASH_LOOP_RESTARTS - 1)}, base) == []
+    assert given_up(base, base) == {}
+    assert given_up({"kube-apiserver.service": ("activating", 7 + CRASH_LOOP_RESTARTS - 1)}, base) == {}
     # as many more restarts as the limit, and not running now: hopeless
-    assert given_up({"kube-apiserver.service": ("activating", 7 + CRASH_LOOP_RESTARTS)}, base) == [
-        f"kube-apiserver.service keeps crashing (restarted {CRASH_LOOP_RESTARTS} times while waiting)"]
+    assert given_up({"kube-apiserver.service": ("activating", 7 + CRASH_LOOP_RESTARTS)}, base) == {
+        "kube-apiserver.service":
+            f"kube-apiserver.service keeps crashing (restarted {CRASH_LOOP_RESTARTS} times while waiting)"}
     # it crashed a few times but runs now: the wait goes on
-    assert given_up({"kube-apiserver.service": ("active", 7 + CRASH_LOOP_RESTARTS)}, base) == []
+    assert given_up({"kube-apiserver.service": ("active", 7 + CRASH_LOOP_RESTARTS)}, base) == {}
     # systemd gave up on it (start limit, or no Restart=): at once
-    assert given_up({"etcd.service": ("failed", 0)}, base) == ["etcd.service has failed"]
+    assert given_up({"etcd.service": ("failed", 0)}, base) == {"etcd.service": "etcd.service has failed"}

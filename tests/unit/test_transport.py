@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+from pathlib import Path
 
 from hardway.deploy.hostkeys import KnownHosts
 from hardway.deploy.transport import LocalTransport
@@ -17,14 +20,41 @@ def test_local_transport_streams_input_and_reports_exit_status():
     assert r.rc == 0 and r.stdout == b"bytes in one piece"
 
 
-def test_local_transport_times_out_and_kills_the_command():
-    t = LocalTransport("me")
+def _running(pid: int) -> bool:
     try:
-        asyncio.run(t.run("sleep 30", timeout=0.5))
-    except asyncio.TimeoutError:
-        pass
-    else:
-        raise AssertionError("no timeout")
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def test_local_transport_times_out_and_kills_the_command(tmp_path):
+    """The whole process group goes on a timeout: a child the script started in the background
+    as well, not only the shell (which would leave `run` blocked on the child's pipes)."""
+    t = LocalTransport("me")
+    pidfile = tmp_path / "child.pid"
+    outcome: list[BaseException | None] = []
+
+    async def run() -> None:
+        try:
+            await t.run(f"sleep 60 & echo $! > {pidfile}; wait", timeout=1.0)
+            outcome.append(None)
+        except asyncio.TimeoutError as e:
+            outcome.append(e)
+
+    async def scenario() -> int:
+        task = asyncio.ensure_future(run())
+        # Generous: the kill follows the 1 s timeout at once; a surviving child lives 60 s.
+        await asyncio.wait([task], timeout=10)
+        child = int(pidfile.read_text())
+        alive = _running(child)
+        if alive:  # clean up after a broken transport before failing
+            os.kill(child, signal.SIGKILL)
+        await task
+        return child if alive else 0
+
+    survivor = asyncio.run(scenario())
+    assert outcome and isinstance(outcome[0], asyncio.TimeoutError), outcome
+    assert survivor == 0, f"the script's background child {survivor} survived the timeout"
 
 
 def test_known_hosts_records_first_use_and_matches_by_address_and_port(tmp_path):

@@ -110,16 +110,17 @@ def parse_unit_states(text: str) -> dict[str, tuple[str, int]]:
 
 
 def unsettled(states: dict[str, tuple[str, int]], touched: set[str],
-              before: dict[str, tuple[str, int]] | None = None) -> list[str]:
-    """Units not running; or, among those started now, restarted by systemd (a crash) and not
-    yet seen running steadily: a second look (`before`) with the same count clears it, so a
-    component that crashed once while its dependency came up is not mistaken for a broken one."""
-    bad = []
+              before: dict[str, tuple[str, int]] | None = None) -> dict[str, str]:
+    """unit -> what is wrong: not running; or, among those started now, restarted by systemd
+    (a crash) and not yet seen running steadily: a second look (`before`) with the same count
+    clears it, so a component that crashed once while its dependency came up is not mistaken
+    for a broken one."""
+    bad = {}
     for unit, (state, restarts) in states.items():
         if state != "active":
-            bad.append(f"{unit} is {state}" + (f" (restarted {restarts} time(s))" if restarts else ""))
+            bad[unit] = f"{unit} is {state}" + (f" (restarted {restarts} time(s))" if restarts else "")
         elif unit in touched and restarts and (before or {}).get(unit) != (state, restarts):
-            bad.append(f"{unit} crashed and was restarted {restarts} time(s)")
+            bad[unit] = f"{unit} crashed and was restarted {restarts} time(s)"
     return bad
 
 
@@ -129,15 +130,16 @@ def unsettled(states: dict[str, tuple[str, int]], touched: set[str],
 CRASH_LOOP_RESTARTS = 3
 
 
-def given_up(states: dict[str, tuple[str, int]], baseline: dict[str, tuple[str, int]]) -> list[str]:
-    """Units a health wait need not wait for: failed, or crash-looping since the wait began."""
-    bad = []
+def given_up(states: dict[str, tuple[str, int]], baseline: dict[str, tuple[str, int]]) -> dict[str, str]:
+    """unit -> why a health wait need not wait for it: failed, or crash-looping since the wait
+    began."""
+    bad = {}
     for unit, (state, restarts) in states.items():
         more = restarts - baseline.get(unit, (state, restarts))[1]
         if state == "failed":
-            bad.append(f"{unit} has failed")
+            bad[unit] = f"{unit} has failed"
         elif state != "active" and more >= CRASH_LOOP_RESTARTS:
-            bad.append(f"{unit} keeps crashing (restarted {more} times while waiting)")
+            bad[unit] = f"{unit} keeps crashing (restarted {more} times while waiting)"
     return bad
 
 

@@ -12,7 +12,8 @@ import asyncio
 import hashlib
 import subprocess
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -235,35 +236,42 @@ async def _settled(s: Session, phase: Phase) -> None:
     """Every unit of the phase is running, and none started now has crashed since: a unit the
     health waits do not cover (kube-proxy, the scheduler) cannot fail unnoticed."""
     hosts = [n for n in s.names if act.units_in(s.p.desired[n], phase)]
-    if not hosts:
-        return
+    if not any(s.plans_touch(u.name) for n in hosts for u in act.units_in(s.p.desired[n], phase)):
+        return  # nothing of this phase (re)started: facts saw every unit of it running just now
 
     seen: dict[str, dict] = {}
-    bad_units: dict[str, list[str]] = {}
+    bad_units: dict[str, dict[str, str]] = {}
 
     async def probe() -> tuple[bool, str]:
-        async def one(name: str) -> list[str]:
+        async def one(name: str) -> None:
             units = [u.name for u in act.units_in(s.p.desired[name], phase)]
             touched = set(s.plans[name].starts) | set(s.plans[name].restarts)
             states = await act.unit_states(s.t[name], units)
-            bad = act.unsettled(states, touched, seen.get(name))
+            bad_units[name] = act.unsettled(states, touched, seen.get(name))
             seen[name] = states
-            bad_units[name] = [b.split()[0] for b in bad]
-            return [f"{name}: {b}" for b in bad]
-        bad = [b for part in (await _each(hosts, one, s.opts.parallel)).values() for b in part]
-        return not bad, "; ".join(bad)
+        await _each(hosts, one, s.opts.parallel)
+        return not _said(bad_units), _said(bad_units)
 
     try:  # the same poll loop as the health waits, quietly: a settled phase says nothing
         await wait_for(f"the {phase.value} units running", probe, SETTLE_SECONDS, _quiet, interval=3)
     except TimeoutError as e:
-        parts = [f"[{n}]\n" + await act.journal_tail(s.t[n], us) for n, us in bad_units.items() if us]
-        raise PhaseFailed(f"phase {phase.value}: {e}\n" + "\n".join(parts)) from None
+        raise PhaseFailed(f"phase {phase.value}: {e}\n{await _journals(s, bad_units)}".rstrip()) from None
 
 
-async def _diagnose(s: Session, names: list[str], units: list[str]) -> str:
+def _said(bad: dict[str, dict[str, str]]) -> str:
+    """host -> unit -> what is wrong, in one line."""
+    return "; ".join(f"{n}: {why}" for n, units in bad.items() for why in units.values())
+
+
+def _units_on(s: Session, name: str, units: list[str]) -> list[str]:
+    return [u for u in units if u in s.p.desired[name].unit_names]
+
+
+async def _journals(s: Session, units: dict[str, list[str]] | dict[str, dict[str, str]]) -> str:
+    """The state and journal tail of each host's given units, for a failure report."""
     parts = []
-    for name in names:
-        have = [u for u in units if u in s.p.desired[name].unit_names]
+    for name, these in units.items():
+        have = _units_on(s, name, list(these))
         if have:
             parts.append(f"[{name}]\n" + await act.journal_tail(s.t[name], have))
     return "\n".join(parts)
@@ -272,26 +280,29 @@ async def _diagnose(s: Session, names: list[str], units: list[str]) -> str:
 UNIT_WATCH_INTERVAL = 5.0
 
 
-async def _units_given_up(s: Session, hosts: list[str], units: list[str]) -> dict[str, list[str]]:
+async def _units_given_up(s: Session, hosts: list[str], units: list[str]) -> dict[str, dict[str, str]]:
     """Poll the units a wait depends on until one has failed or keeps crashing; then return
-    them per host ("unit.service has failed"): the wait is hopeless, its timeout not worth
-    sitting out."""
+    them (host -> unit -> why): the wait is hopeless, its timeout not worth sitting out."""
     baseline: dict[str, dict[str, tuple[str, int]]] = {}
+
+    async def one(name: str) -> dict[str, str]:
+        have = _units_on(s, name, units)
+        if not have:
+            return {}
+        try:
+            states = await act.unit_states(s.t[name], have)
+        except OperationError:  # the host is busy or unreachable: the wait itself will tell
+            return {}
+        baseline.setdefault(name, states)
+        return act.given_up(states, baseline[name])
+
     while True:
-        async def one(name: str) -> list[str]:
-            have = [u for u in units if u in s.p.desired[name].unit_names]
-            if not have:
-                return []
-            try:
-                states = await act.unit_states(s.t[name], have)
-            except OperationError:  # the host is busy or unreachable: the wait itself will tell
-                return []
-            baseline.setdefault(name, states)
-            return act.given_up(states, baseline[name])
+        # First look after one interval: most waits (every one of a no-op `up`) are over by
+        # then, and cost no SSH round trip for this.
+        await asyncio.sleep(UNIT_WATCH_INTERVAL)
         found = {n: bad for n, bad in (await _each(hosts, one, s.opts.parallel)).items() if bad}
         if found:
             return found
-        await asyncio.sleep(UNIT_WATCH_INTERVAL)
 
 
 async def _wait(s: Session, phase: str, what: str, probe, hosts: list[str], units: list[str],
@@ -309,13 +320,24 @@ async def _wait(s: Session, phase: str, what: str, probe, hosts: list[str], unit
             waiting.result()
             return
         except TimeoutError as e:
-            detail = await _diagnose(s, hosts, units)
+            detail = await _journals(s, {h: units for h in hosts})
             raise PhaseFailed(f"phase {phase}: {e}\n{detail}".rstrip()) from None
     found = watching.result()  # raises what the watcher raised, if anything
-    said = "; ".join(f"{n}: {b}" for n, bad in found.items() for b in bad)
     # only the journals of the units given up on: theirs say why
-    detail = "\n".join([await _diagnose(s, [n], [b.split()[0] for b in bad]) for n, bad in found.items()])
-    raise PhaseFailed(f"phase {phase}: stopped waiting for {what}: {said}\n{detail}".rstrip())
+    raise PhaseFailed(f"phase {phase}: stopped waiting for {what}: {_said(found)}\n"
+                      f"{await _journals(s, found)}".rstrip())
+
+
+def _nodes(api: Api, workers: list[str], bad_is: str, good: Callable[[bool | None], bool]):
+    """A probe: every worker's node (Ready: True/False, unregistered: None) is `good`."""
+    async def probe() -> tuple[bool, str]:
+        try:
+            nodes = await asyncio.to_thread(api.nodes)
+        except (OSError, OperationError) as e:
+            return False, str(e)
+        bad = [w for w in workers if not good(nodes.get(w))]
+        return not bad, f"{bad_is}: {', '.join(bad)}"
+    return probe
 
 
 def _all(check: Callable[[str], tuple[bool, str]], hosts: list[str]):
@@ -362,9 +384,9 @@ async def _apply_manifests(s: Session) -> bool:
         s.progress(f"cluster objects: unchanged ({len(s.p.cluster.manifests)} manifest file(s), sha256 {digest[:12]})")
         return False
     full = body + b"---\n" + _record_manifest(ns, name, digest)
-    for attempt in range(3):  # a connection reset by a moving VIP is worth another try
+    for retries_left in (2, 1, 0):  # a connection reset by a moving VIP is worth another try
         r = await asyncio.to_thread(kubectl, s.p.cd, "apply", "-f", "-", input=full)
-        if r.returncode == 0:
+        if r.returncode == 0 or not retries_left:
             break
         await asyncio.sleep(2)
     if r.returncode != 0:
@@ -385,15 +407,14 @@ async def _up(s: Session, report: UpReport) -> None:
                      f"{len(plan.starts)} unit(s) to start, {len(plan.restarts)} to restart")
     report.changed = any(not p.empty for p in s.plans.values())
 
-    def timed(label: str):
-        class T:
-            def __enter__(self):
-                self.t = time.monotonic()
-                progress(f"== {label}")
-
-            def __exit__(self, *exc):
-                report.phase_seconds[label] = round(time.monotonic() - self.t, 2)
-        return T()
+    @contextmanager
+    def timed(label: str) -> Iterator[None]:
+        t = time.monotonic()
+        progress(f"== {label}")
+        try:
+            yield
+        finally:
+            report.phase_seconds[label] = round(time.monotonic() - t, 2)
 
     with timed("push"):
         async def push_one(name: str) -> None:
@@ -443,26 +464,12 @@ async def _up(s: Session, report: UpReport) -> None:
     with timed("workers"):
         await _phase_hosts(s, Phase.worker)
 
-        async def registered() -> tuple[bool, str]:
-            try:
-                nodes = await asyncio.to_thread(api.nodes)
-            except (OSError, OperationError) as e:
-                return False, str(e)
-            missing = [w for w in workers if w not in nodes]
-            return not missing, f"not registered: {', '.join(missing)}"
-
-        await _wait(s, "workers", f"{len(workers)} kubelet(s) registered", registered, workers,
+        await _wait(s, "workers", f"{len(workers)} kubelet(s) registered",
+                    _nodes(api, workers, "not registered", lambda ready: ready is not None), workers,
                     ["kubelet.service", "containerd.service"])
     with timed("ready"):
-        async def ready() -> tuple[bool, str]:
-            try:
-                nodes = await asyncio.to_thread(api.nodes)
-            except (OSError, OperationError) as e:
-                return False, str(e)
-            bad = [w for w in workers if not nodes.get(w)]
-            return not bad, f"not Ready: {', '.join(bad)}"
-
-        await _wait(s, "ready", f"{len(workers)} node(s) Ready", ready, workers,
+        await _wait(s, "ready", f"{len(workers)} node(s) Ready",
+                    _nodes(api, workers, "not Ready", bool), workers,
                     ["kubelet.service", "kube-proxy.service", "containerd.service"])
         await _settled(s, Phase.worker)
     pending = [n for n in s.names if s.facts[n].pending_restarts or s.plans[n].restarts]

@@ -15,6 +15,7 @@ from enum import Enum
 from pathlib import Path
 
 from ..clusterdir import ClusterDir
+from ..deploy.activate import unit_states
 from ..deploy.health import Api, apiserver_ready, etcd_health, identity
 from ..deploy.up import Options, connect_all
 from ..errors import OperationError
@@ -105,11 +106,12 @@ def verify(directory: str | Path = ".", progress: Callable[[str], None] = lambda
         await asyncio.gather(*(connect(n) for n in cluster.nodes))
         try:
             async def one(name: str) -> None:
-                names = [u.name for u in cluster.nodes[name].units]
-                r = await transports[name].run(
-                    "".join(f"echo \"{u} $(systemctl is-active {u})\"\n" for u in names), timeout=30)
-                for line in r.out.splitlines():
-                    unit, _, state = line.partition(" ")
+                try:
+                    states = await unit_states(transports[name], [u.name for u in cluster.nodes[name].units])
+                except OperationError as e:
+                    add(Check(f"{name}: units", False, str(e).splitlines()[0]))
+                    return
+                for unit, (state, _restarts) in states.items():
                     add(Check(f"{name}: {unit}", state == "active", "" if state == "active" else state))
             await asyncio.gather(*(one(n) for n in transports))
         finally:
