@@ -178,7 +178,8 @@ def smoke(directory: str | Path = ".", progress: Callable[[str], None] = lambda 
                 pods = k.json("-n", NS, "get", "pods")
                 states = [f"{p['metadata']['name']} on {p['spec'].get('nodeName')}: "
                           f"{_pod_state(p)}" for p in pods["items"]]
-                raise OperationError(f"deployment web not available within {timeout:.0f} s: " + "; ".join(states))
+                raise OperationError(f"deployment web not available within {timeout:.0f} s: "
+                                     + "; ".join(states)) from None
             pods = k.json("-n", NS, "get", "pods", "-l", "app=web")["items"]
             nodes = sorted(p["spec"]["nodeName"] for p in pods)
             assert nodes == sorted(w.name for w in workers), f"pods on {nodes}, wanted one on each worker"
@@ -228,7 +229,7 @@ def smoke(directory: str | Path = ".", progress: Callable[[str], None] = lambda 
         def nodeport() -> str:
             got = []
             for w in workers:
-                body = _retry(lambda: http_get(f"http://{w.address}:{node_port}/"), 30)
+                body = _retry(lambda w=w: http_get(f"http://{w.address}:{node_port}/"), 30)
                 assert "hardway web" in body, f"{w.address}:{node_port}: unexpected body {body[:100]!r}"
                 got.append(f"{w.address}:{node_port}")
             return "answered from the host at " + ", ".join(got)
