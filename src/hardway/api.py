@@ -107,3 +107,10 @@ def smoke(directory: str | Path = ".", progress=lambda _m: None, local: tuple[st
     from .deploy.up import Options
     from .verify.smoke import smoke as _smoke
     return _smoke(directory, progress, Options(local=local))
+
+
+def conformance(directory: str | Path = ".", progress=lambda _m: None, copts=None, local: tuple[str, ...] = ()):
+    """Kubernetes' conformance tests against the cluster (verify/conformance.py)."""
+    from .deploy.up import Options
+    from .verify.conformance import conformance as _conformance
+    return _conformance(directory, progress, copts, Options(local=local))

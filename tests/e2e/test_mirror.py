@@ -26,6 +26,7 @@ from hardway.artifacts.cache import sha256_file
 from hardway.artifacts.mirror import (
     MANIFEST, PAUSE_IMAGE_NAME, PAUSE_IMAGE_REF, WEB_IMAGE_NAME, WEB_IMAGE_REF, WEB_INDEX,
 )
+from tests.helpers import require
 from tests.mirror_fixture import kubernetes_cache, last_build, mirror  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.e2e
@@ -52,7 +53,8 @@ def test_layout_checksums_and_versions(mirror):  # noqa: F811
     print(f"mirror build: {seconds:.1f} s, Kubernetes {'cached' if result.kubernetes.cached else 'built'}; "
           f"wrote {len(result.written)}, unchanged {len(result.unchanged)}", file=sys.stderr)
     v = _versions(mirror)
-    assert v == {"kubernetes": "1.20.2", "etcd": "3.4.23", "containerd": "1.6.20", "runc": "1.1.5", "cni-plugins": "1.1.1"}
+    assert v == {"kubernetes": "1.20.2", "etcd": "3.4.23", "containerd": "1.6.20", "runc": "1.1.5", "cni-plugins": "1.1.1",
+                 "kubernetes-test": "1.20.2"}
     for d in _downloads(mirror):
         f = mirror / d.path
         assert f.is_file(), d.path
@@ -150,7 +152,7 @@ def test_second_build_reuses_the_cache_and_is_identical(mirror, tmp_path):  # no
     stamp = kubernetes_cache() / "build.json"
     before = stamp.stat().st_mtime_ns
     dest = tmp_path / "again"
-    cmd = [sys.executable, "-m", "hardway", "artifacts", "mirror", "build", str(dest), "--from-debian"]
+    cmd = [sys.executable, "-m", "hardway", "artifacts", "mirror", "build", str(dest), "--from-debian", "--conformance"]
     t = time.monotonic()
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     fresh_seconds = time.monotonic() - t
@@ -170,3 +172,72 @@ def test_second_build_reuses_the_cache_and_is_identical(mirror, tmp_path):  # no
     print(f"mirror build into a new dir (cache warm): {fresh_seconds:.1f} s; re-run in place: {warm_seconds:.1f} s",
           file=sys.stderr)
     shutil.rmtree(dest)  # 0.5 GB
+
+
+# ---------------------------------------------------------------------------------------------
+# what `verify --conformance` takes from the mirror
+
+
+def test_kubernetes_build_replaces_the_vendored_reflect2(mirror):  # noqa: F811
+    meta = json.loads((kubernetes_cache() / "build.json").read_text())
+    assert meta["fixes"]["github.com/modern-go/reflect2"].startswith("v1.0.1 -> v1.0.2 (Debian golang-github-modern-go-reflect2-dev")
+    prov = json.loads((mirror / MANIFEST).read_text())["artifacts"]["kubernetes"]
+    assert "github.com/modern-go/reflect2" in prov["vendored modules replaced"]
+
+
+def test_kubernetes_test_tarball_holds_e2e_test_and_ginkgo_that_run(mirror, tmp_path):  # noqa: F811
+    d = layout.kubernetes_test("1.20.2")
+    assert (mirror / d.checksum_path).read_text() == sha256_file(mirror / d.path)
+    with tarfile.open(mirror / d.path) as t:
+        names = t.getnames()
+        assert {"kubernetes/test/bin/e2e.test", "kubernetes/test/bin/ginkgo"} <= set(names)
+        t.extractall(tmp_path, filter="data")
+    bindir = tmp_path / "kubernetes" / "test" / "bin"
+    assert "Ginkgo Version" in _run(bindir / "ginkgo", "version")
+    # The e2e framework lists every image its tests use: ours must carry exactly those names.
+    listed = set(_run(bindir / "e2e.test", "--list-images").split())
+    from hardway.artifacts.testimages import CONFORMANCE_IMAGES
+    ours = {img.ref for img in CONFORMANCE_IMAGES["1.20"]}
+    assert ours <= listed, f"images e2e.test does not know: {sorted(ours - listed)}"
+
+
+def _chroot(root: Path, *cmd: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["chroot", str(root), *cmd], capture_output=True, text=True, timeout=60)
+
+
+def test_test_images_are_named_as_the_e2e_framework_names_them_and_their_programs_run(mirror, tmp_path):  # noqa: F811
+    from hardway.artifacts.testimages import CONFORMANCE_IMAGES
+    require(os.geteuid() == 0, "running the images' programs needs chroot, hence root")
+    seen = {}
+    for img in CONFORMANCE_IMAGES["1.20"]:
+        if img.name in seen:
+            continue
+        index, config = _image(mirror, img.name, tmp_path / img.name)
+        assert index["manifests"][0]["annotations"]["io.containerd.image.name"] == img.ref
+        seen[img.name] = (config, tmp_path / img.name / "rootfs")
+    agn_config, agn = seen["e2e-agnhost-2.21"]
+    assert agn_config["config"]["Entrypoint"] == ["/agnhost"] and agn_config["config"]["Cmd"] == ["pause"]
+    assert os.readlink(agn / "agnhost-2") == "agnhost"
+    for cmd in (["/agnhost", "--help"], ["/usr/bin/curl", "--version"], ["/bin/nc", "-h"], ["/usr/bin/dig", "-v"],
+                ["/bin/ip", "-V"], ["/bin/ss", "-V"], ["/usr/bin/iperf", "--version"], ["/bin/bash", "-c", "echo ok"],
+                ["/bin/sh", "-c", "ls / && cat /etc/passwd"]):
+        r = _chroot(agn, *cmd)
+        assert r.returncode in (0, 1) and "not found" not in r.stderr and "No such file" not in r.stderr, (cmd, r)
+    assert "netexec" in _chroot(agn, "/agnhost", "--help").stdout
+    _, box = seen["e2e-busybox-1.29"]
+    assert _chroot(box, "/bin/sh", "-c", "echo $((6*7)) && id -u && wget --help 2>&1 | head -1").stdout.startswith("42\n0\n")
+    for name, root in (("e2e-httpd-2.4.38-alpine", "usr/local/apache2/htdocs"), ("e2e-nginx-1.14-alpine", "usr/share/nginx/html")):
+        config, fs = seen[name]
+        assert (fs / root / "index.html").is_file() and config["config"]["Cmd"]
+        assert _chroot(fs, "/bin/sh", "-n", "/" + {"e2e-httpd-2.4.38-alpine": "usr/local/bin/httpd-foreground",
+                                                     "e2e-nginx-1.14-alpine": "usr/sbin/nginx"}[name]).returncode == 0
+    _, nnp = seen["e2e-nonewprivs-1.0"]
+    assert (nnp / "usr/local/bin/nnp").stat().st_mode & 0o4000, "nnp must be setuid, as upstream's"
+    assert seen["e2e-nonroot-1.0"][0]["config"]["User"] == "1234"
+    _, etcd = seen["e2e-etcd-3.4.13-0"]
+    assert "etcd Version: 3.4.23" in _chroot(etcd, "/usr/local/bin/etcd", "--version").stdout
+    _, sample = seen["e2e-sample-apiserver-1.17"]
+    assert "--etcd-servers" in _chroot(sample, "/sample-apiserver", "--help").stdout
+    for name in ("e2e-kitten-1.0", "e2e-nautilus-1.0"):
+        config, fs = seen[name]
+        assert config["config"]["Cmd"] == ["test-webserver"] and (fs / "data.json").is_file()

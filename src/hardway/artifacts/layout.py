@@ -11,6 +11,7 @@ the projects' own release scripts:
 | containerd | `github.com/containerd/containerd/releases/download/vV/containerd-V-linux-ARCH.tar.gz` | `<file>.sha256sum` | `bin/{containerd,ctr,containerd-shim-runc-v2,...}` |
 | runc | `github.com/opencontainers/runc/releases/download/vV/runc.ARCH` | `runc.sha256sum` (one line per file) | the binary |
 | cni-plugins | `github.com/containernetworking/plugins/releases/download/vV/cni-plugins-linux-ARCH-vV.tgz` | `<file>.sha256` | flat: `./bridge`, `./host-local`, ... |
+| kubernetes-test | `dl.k8s.io/release/vV/kubernetes-test-linux-ARCH.tar.gz` | `<file>.sha256` (bare hex digest) | `kubernetes/test/bin/{e2e.test,ginkgo}` |
 | image | `images/NAME.tar` (hardway's own) | `images/SHA256SUMS` | an OCI image layout |
 
 Images in `spec.artifacts.images`: an entry that is a bare name (`pause-3.2`) means the
@@ -100,6 +101,17 @@ def cni_plugins(version: str, arch: str = ARCH) -> Download:
             f"cni-plugins-linux-{arch}-v{_v(version)}.tgz")
     return Download("cni-plugins", "cni-plugins", path, path + ".sha256",
                     {p: f"./{p}" for p in CNI_PLUGINS})
+
+
+# Kubernetes' own test binaries (e2e.test and the ginkgo runner), as the release publishes them
+# for conformance runs (Sonobuoy's image is made from this tarball).
+TEST_BINARIES = ("e2e.test", "ginkgo")
+
+
+def kubernetes_test(version: str, arch: str = ARCH) -> Download:
+    path = f"dl.k8s.io/release/v{_v(version)}/kubernetes-test-linux-{arch}.tar.gz"
+    return Download("kubernetes-test", "kubernetes-test", path, path + ".sha256",
+                    {b: f"kubernetes/test/bin/{b}" for b in TEST_BINARIES})
 
 
 IMAGES_DIR = "images"

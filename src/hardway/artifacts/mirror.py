@@ -34,6 +34,7 @@ from .debian import (
     KubernetesBuild, Progress, _quiet, _run, binary_packages, build_kubernetes, need, unpacked_package,
     upstream_version,
 )
+from . import testimages
 from .oci import ImageFile, image_tar, symlink
 
 # Bump when the repacked archives' bytes would change for the same Debian input.
@@ -176,8 +177,12 @@ def _check_dest(dest: Path) -> None:
                              "choose an empty or new directory, or a mirror built before")
 
 
-def build_mirror(dest: Path, progress: Progress = _quiet, kubernetes_source: str | None = None) -> MirrorResult:
-    """Build (or bring up to date) a mirror in `dest` from Debian. See the module doc."""
+def build_mirror(dest: Path, progress: Progress = _quiet, kubernetes_source: str | None = None,
+                 conformance: bool = False) -> MirrorResult:
+    """Build (or bring up to date) a mirror in `dest` from Debian. See the module doc.
+
+    `conformance`: also Kubernetes' e2e test binaries (kubernetes-test tarball) and the test
+    images of testimages.py, for `hardway verify --conformance` (about 5 more minutes, once)."""
     dest = Path(dest)
     _check_dest(dest)
     need("apt-get", "dpkg-deb", "gcc")
@@ -247,26 +252,31 @@ def build_mirror(dest: Path, progress: Progress = _quiet, kubernetes_source: str
     provenance["cni-plugins"] = {"version": cni_v, "debian": src}
 
     # Kubernetes, built from source (the long step; cached)
-    kb = build_kubernetes(progress, kubernetes_source)
+    kb = build_kubernetes(progress, kubernetes_source, ("server", "test") if conformance else ("server",))
     result.kubernetes = kb
     (result.reused if kb.cached else result.built).append("kubernetes")
     for b in layout.KUBERNETES_BINARIES:
         d = layout.kubernetes_binary(kb.version, b)
         files[d.path] = (kb.bindir / b, 0o755)
         files[d.checksum_path] = (sha256_file(kb.bindir / b).encode(), 0o644)  # bare digest, as dl.k8s.io
-    provenance["kubernetes"] = {"version": kb.version, "debian": {"kubernetes (source)": kb.source_version}}
+    provenance["kubernetes"] = {"version": kb.version, "debian": {"kubernetes (source)": kb.source_version},
+                                "vendored modules replaced": kb.fixes}
 
     # Images
     pause = _pause_binary(kb, result, progress)
-    images = {
+    images: dict[str, bytes | Path] = {
         PAUSE_IMAGE_NAME: image_tar(PAUSE_IMAGE_REF, {"pause": ImageFile(pause.read_bytes(), 0o755)}, ["/pause"]),
         WEB_IMAGE_NAME: _web_image(pkgfile("busybox-static", "bin/busybox")),
     }
+    if conformance:
+        images.update(_conformance(kb, pause, pkgfile, files, provenance, result, progress))
     sums = ""
     for name in sorted(images):
         d = layout.image(name)
-        files[d.path] = (images[name], 0o644)
-        sums += layout.sha256sum_line(hashlib.sha256(images[name]).hexdigest(), d.filename)
+        data = images[name]
+        files[d.path] = (data, 0o644)
+        digest = hashlib.sha256(data).hexdigest() if isinstance(data, bytes) else sha256_file(data)
+        sums += layout.sha256sum_line(digest, d.filename)
     files[f"{layout.IMAGES_DIR}/SHA256SUMS"] = (sums.encode(), 0o644)
     provenance["images"] = {
         PAUSE_IMAGE_NAME: {"ref": PAUSE_IMAGE_REF, "from": f"build/pause/linux/pause.c of kubernetes {kb.source_version}, gcc -static"},
@@ -287,6 +297,34 @@ def build_mirror(dest: Path, progress: Progress = _quiet, kubernetes_source: str
     (result.written if _place_bytes(data, dest / MANIFEST) else result.unchanged).append(MANIFEST)
     result.versions = {k: v["version"] for k, v in provenance.items() if "version" in v}
     return result
+
+
+def _conformance(kb: KubernetesBuild, pause: Path, pkgfile, files: dict, provenance: dict,
+                 result: MirrorResult, progress: Progress) -> dict[str, Path]:
+    """The kubernetes-test tarball and the test images (cached): what `verify --conformance` runs."""
+    d = layout.kubernetes_test(kb.version)
+    tgz = _repack("kubernetes-test", kb.root.name, [
+        Entry("kubernetes/"), Entry("kubernetes/test/"), Entry("kubernetes/test/bin/"),
+        Entry("kubernetes/README.hardway", _note(f"Kubernetes {kb.version} test binaries (built from source)",
+                                                 {"kubernetes (source)": kb.source_version}), 0o644),
+        *(Entry(d.members[b], kb.bindir / b) for b in layout.TEST_BINARIES),
+    ], result, progress)
+    files[d.path] = (tgz, 0o644)
+    files[d.checksum_path] = (sha256_file(tgz).encode(), 0o644)  # bare digest, as dl.k8s.io
+    provenance["kubernetes-test"] = {"version": kb.version, "debian": {"kubernetes (source)": kb.source_version}}
+
+    minor = ".".join(kb.version.split(".")[:2])
+    inp = testimages.Inputs(kb, pkgfile("busybox-static", "bin/busybox"), pkgfile("etcd-server", "usr/bin/etcd"),
+                            pkgfile("etcd-client", "usr/bin/etcdctl"), pause)
+    key = testimages.images_key(minor, inp, {"busybox": sha256_file(inp.busybox), "etcd": sha256_file(inp.etcd)})
+    out = cache_dir() / "debian" / "repack" / f"test-images-{minor}--{key}"
+    before = set(p.name for p in out.glob("*.tar")) if out.is_dir() else set()
+    paths = testimages.build_images(minor, inp, out, progress)
+    (result.reused if set(f"{n}.tar" for n in paths) <= before else result.built).append("test-images")
+    provenance["test-images"] = {
+        img.name: {"ref": img.ref, **({"stand-in, lacks": img.lacks} if img.lacks else {"faithful": True})}
+        for img in testimages.CONFORMANCE_IMAGES[minor]}
+    return paths
 
 
 def _pause_binary(kb: KubernetesBuild, result: MirrorResult, progress: Progress) -> Path:

@@ -11,6 +11,8 @@ import gzip
 import hashlib
 import io
 import json
+import os
+import stat
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +25,39 @@ class ImageFile:
     content: bytes
     mode: int = 0o755
     symlink: str | None = None  # set: a symbolic link to this target (content is ignored)
+    directory: bool = False  # set: a directory with this mode (e.g. /tmp 1777)
 
 
 def symlink(target: str) -> ImageFile:
     """An image entry that is a symbolic link, e.g. /bin/sh -> busybox."""
     return ImageFile(b"", 0o777, target)
+
+
+def directory(mode: int = 0o755) -> ImageFile:
+    return ImageFile(b"", mode, directory=True)
+
+
+def tree_files(roots: list[Path], skip: tuple[str, ...] = ()) -> dict[str, ImageFile]:
+    """The files, symbolic links and directories under each root, as image entries (a later
+    root's entry replaces an earlier one's). Paths starting with a `skip` prefix are left out."""
+    files: dict[str, ImageFile] = {}
+    for root in roots:
+        for dirpath, dirnames, filenames in os.walk(root):
+            rel_dir = os.path.relpath(dirpath, root)
+            for name in sorted(dirnames) + sorted(filenames):
+                path = Path(dirpath) / name
+                rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+                if rel.startswith(".") and rel_dir == "." or any((rel + "/").startswith(p) for p in skip):
+                    continue
+                st = path.lstat()
+                if stat.S_ISLNK(st.st_mode):
+                    files[rel] = symlink(os.readlink(path))
+                elif stat.S_ISDIR(st.st_mode):
+                    files.setdefault(rel, directory(stat.S_IMODE(st.st_mode)))
+                elif stat.S_ISREG(st.st_mode):
+                    files[rel] = ImageFile(path.read_bytes(), stat.S_IMODE(st.st_mode))
+            dirnames[:] = [d for d in dirnames if not (Path(dirpath) / d).is_symlink()]
+    return files
 
 
 def _tar(entries: dict[str, bytes | tuple[bytes, int] | ImageFile], gz: bool) -> bytes:
@@ -45,6 +75,13 @@ def _tar(entries: dict[str, bytes | tuple[bytes, int] | ImageFile], gz: bool) ->
                     info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 0
                     tar.addfile(info)
             value = entries[path]
+            if isinstance(value, ImageFile) and value.directory:
+                if path.strip("/") not in dirs:
+                    dirs.add(path.strip("/"))
+                    info = tarfile.TarInfo(path.strip("/"))
+                    info.type, info.mode, info.mtime = tarfile.DIRTYPE, value.mode, 0
+                    tar.addfile(info)
+                continue
             if isinstance(value, ImageFile) and value.symlink is not None:
                 info = tarfile.TarInfo(path.strip("/"))
                 info.type, info.linkname, info.mode, info.mtime = tarfile.SYMTYPE, value.symlink, 0o777, 0
@@ -85,7 +122,7 @@ def image_tar(
     config_obj: dict = {
         "architecture": arch,
         "os": "linux",
-        "config": {"Entrypoint": entrypoint, "Env": env or ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
+        "config": {**({"Entrypoint": entrypoint} if entrypoint else {}), "Env": env or ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
         "rootfs": {"type": "layers", "diff_ids": [_sha(layer_tar)]},
         "history": [{"created_by": "hardway (OCI image from files)"}],
     }

@@ -36,7 +36,10 @@ def mirror() -> None:
                    "package, etcd/containerd/runc/CNI plugins from the binary packages.")
 @click.option("--kubernetes-source", metavar="VERSION",
               help="Debian source version of `kubernetes` to build (default: what `apt-get source` picks).")
-def mirror_build(directory: Path, from_debian: bool, kubernetes_source: str | None) -> None:
+@click.option("--conformance", is_flag=True,
+              help="Also Kubernetes' e2e test binaries and the test images (from the same source and "
+                   "Debian packages) that `hardway verify --conformance` runs: ~5 min more, once.")
+def mirror_build(directory: Path, from_debian: bool, kubernetes_source: str | None, conformance: bool) -> None:
     """Build (or bring up to date) a mirror in DIRECTORY. Long steps are cached under
     $HARDWAY_CACHE (default ~/.cache/hardway); a second run reuses them and writes nothing new."""
     from ..artifacts.mirror import build_mirror
@@ -44,7 +47,7 @@ def mirror_build(directory: Path, from_debian: bool, kubernetes_source: str | No
     if not from_debian:
         raise UsageError("say where the artifacts come from: --from-debian (the only source so far)")
     started = time.monotonic()
-    r = build_mirror(directory, _progress, kubernetes_source)
+    r = build_mirror(directory, _progress, kubernetes_source, conformance)
     kb = r.kubernetes
     assert kb is not None
     how = "reused the cached build" if kb.cached else "built it"

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from .. import api
+from ..errors import UsageError
 from .main import DIR_OPTION, cli, err, out
 
 LOCAL_OPTION = click.option(
@@ -63,9 +64,23 @@ def diff(directory: Path, parallel: int, local: tuple[str, ...]) -> None:
 @DIR_OPTION
 @click.option("--smoke", is_flag=True, help="Also run the smoke tests (a workload, logs, exec, "
               "port-forward, services, encryption at rest).")
+@click.option("--conformance", is_flag=True, help="Also run Kubernetes' conformance tests (e2e.test of the "
+              "cluster's version): by default every [Conformance] test that is neither [Serial] nor "
+              "[Disruptive]. Exit 0 all passed, 3 only failures this environment explains, 1 otherwise.")
+@click.option("--focus", metavar="RE", help="With --conformance: run the tests matching RE (default \\[Conformance\\]).")
+@click.option("--skip", metavar="RE", help="With --conformance: skip the tests matching RE "
+              "(default \\[Serial\\]|\\[Disruptive\\]).")
+@click.option("--serial", is_flag=True, help="With --conformance: the [Serial] conformance tests, one at a time.")
+@click.option("--parallel", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="With --conformance: test processes run at once.")
+@click.option("--junit", "junit", type=click.Path(file_okay=False, path_type=Path),
+              help="With --conformance: where the JUnit reports go (default DIR/conformance/<time>).")
 @LOCAL_OPTION
-def verify(directory: Path, smoke: bool, local: tuple[str, ...]) -> None:
+def verify(directory: Path, smoke: bool, conformance: bool, focus: str | None, skip: str | None,
+           serial: bool, parallel: int, junit: Path | None, local: tuple[str, ...]) -> None:
     """Check etcd, every apiserver, every unit, every node. Exit 0 healthy, 3 degraded, 1 broken."""
+    if not conformance and (focus or skip is not None or serial or junit):
+        raise UsageError("--focus, --skip, --serial and --junit go with --conformance")
     report = api.verify(directory, _progress(), local)
     for c in report.checks:
         out.print(f"{'ok  ' if c.ok else 'FAIL'} {c.name}" + (f": {c.detail}" if c.detail else ""))
@@ -83,7 +98,35 @@ def verify(directory: Path, smoke: bool, local: tuple[str, ...]) -> None:
             out.print(f"smoke: {passed} passed, {len(s.results) - passed - skipped} failed, {skipped} not run")
             if not s.ok:
                 code = code or 1
+    if conformance:
+        if report.status.value == "broken":
+            out.print("conformance tests not run: the cluster is broken")
+        else:
+            code = _conformance(directory, focus, skip, serial, parallel, junit, local) or code
     sys.exit(code)
+
+
+def _conformance(directory: Path, focus: str | None, skip: str | None, serial: bool, parallel: int,
+                 junit: Path | None, local: tuple[str, ...]) -> int:
+    from ..verify.conformance import ConformanceOptions
+    r = api.conformance(directory, _progress(), ConformanceOptions(focus, skip, parallel, junit, serial), local)
+    for c in r.of("failed"):
+        out.print(f"FAIL {c.name}", markup=False)
+        out.print(f"     reason: {c.reason}", markup=False)
+        if c.limit:
+            out.print(f"     limit:  {c.limit}", markup=False)
+    for c in r.of("skipped"):
+        out.print(f"SKIP {c.name}: {c.reason or 'skipped by the test itself'}", markup=False)
+    for n in r.notes:
+        out.print(f"note: {n}", markup=False)
+    restarts = ", ".join(f"{u} +{n}" for u, n in sorted(r.restarts.items())) or "none"
+    failed, limited = len(r.of("failed")), len(r.of("failed")) - len(r.unexplained)
+    out.print(f"conformance: {len(r.of('passed'))} passed, {failed} failed"
+              + (f" ({limited} of them a limit of this environment)" if limited else "")
+              + f", {len(r.of('skipped'))} skipped, of {len(r.cases)} selected; {r.seconds:.0f} s; "
+              f"component restarts during the run: {restarts}", markup=False)
+    out.print(f"JUnit reports: {r.junit_dir} (suite output: {r.log})", markup=False)
+    return r.exit_code
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

@@ -58,6 +58,10 @@ def apiserver_flags(spec: ClusterSpec, node: Node) -> list[str]:
         ("--kubelet-client-certificate", f"{PKI}/apiserver-kubelet-client.crt"),
         ("--kubelet-client-key", f"{PKI}/apiserver-kubelet-client.key"),
         ("--kubelet-preferred-address-types", "InternalIP,Hostname"),
+        # Admission and conversion webhooks and aggregated APIs are reached at their Service's
+        # endpoints (pod IPs, routed to every controller) instead of its ClusterIP, which only
+        # kube-proxy on a worker can translate: controllers run no kube-proxy.
+        ("--enable-aggregator-routing", True),
         ("--proxy-client-cert-file", f"{PKI}/front-proxy-client.crt"),
         ("--proxy-client-key-file", f"{PKI}/front-proxy-client.key"),
         ("--requestheader-client-ca-file", f"{PKI}/front-proxy-ca.crt"),
