@@ -13,4 +13,4 @@ def fake_material(spec: ClusterSpec) -> Material:
     keys = {n: f"-----BEGIN PRIVATE KEY-----\nfake {n} key\n-----END PRIVATE KEY-----\n".encode() for n in names}
     keys[SERVICE_ACCOUNT] = b"-----BEGIN PRIVATE KEY-----\nfake sa key\n-----END PRIVATE KEY-----\n"
     sa_pub = b"-----BEGIN PUBLIC KEY-----\nfake sa pub\n-----END PUBLIC KEY-----\n"
-    return Material(certs, keys, sa_pub, "ZmFrZS1lbmNyeXB0aW9uLWtleS0zMi1ieXRlcy0hISE=")
+    return Material(certs, keys, sa_pub, "ZmFrZS1lbmNyeXB0aW9uLWtleS0zMi1ieXRlcy0hISE=", "fakeVRRP")

@@ -16,7 +16,7 @@ from .errors import OperationError, UsageError
 from .export import ExportReport, write_bundles
 from .fsio import write_atomic
 from .kubeconfig_merge import merge_kubeconfig
-from .material import MaterialReport, ensure_material, load_material
+from .material import MaterialReport, current_material, ensure_material
 from .pki import inspect
 from .render import ClusterBundle, render_cluster
 from .spec.load import LoadedSpec, load_spec, parse_spec
@@ -74,11 +74,12 @@ def merge_admin_kubeconfig(directory: str | Path = ".", target: Path | None = No
 
 
 def render(directory: str | Path = ".", out: str | Path | None = None) -> tuple[ClusterBundle, ExportReport, MaterialReport]:
-    """Ensure the material exists (idempotent), render every bundle and write them."""
+    """Ensure the material exists (idempotent), render every bundle and write them. Refuses
+    (StalePki, exit 2) while the PKI does not match the spec."""
     cd = ClusterDir.at(directory)
     spec = validate(directory).spec
-    material_report = ensure_material(cd, spec)
-    bundles = render_cluster(spec, load_material(cd, spec))
+    material_report, material = current_material(cd, spec, "render")
+    bundles = render_cluster(spec, material)
     report = write_bundles(bundles, Path(out) if out else cd.bundles)
     return bundles, report, material_report
 

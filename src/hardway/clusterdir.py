@@ -3,7 +3,7 @@
     DIR/cluster.yaml        the spec (the user edits it)
     DIR/pki/NAME.crt|key    certificates and keys (keys 0600); sa.key/sa.pub
     DIR/kubeconfigs/*.kubeconfig
-    DIR/secrets/encryption-key
+    DIR/secrets/encryption-key   (and vrrp-password with keepalived): see cluster_secrets.py
     DIR/bundles/NODE/...    `hardway render` output (default location)
 """
 
@@ -52,6 +52,9 @@ class ClusterDir:
     def kubeconfig(self, name: str) -> Path:
         return self.kubeconfigs / f"{name}.kubeconfig"
 
+    def secret(self, name: str) -> Path:
+        return self.secrets / name
+
     @property
     def encryption_key(self) -> Path:
-        return self.secrets / "encryption-key"
+        return self.secret("encryption-key")

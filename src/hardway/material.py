@@ -1,22 +1,22 @@
 """The cluster's secret material: made once, kept in the cluster directory, read for rendering.
 
 `ensure_material` is what `hardway pki init` runs: the PKI, the service-account key pair, the
-encryption key and the kubeconfigs, each written only when missing or changed.
-`load_material` reads them into a plain `Material` value so rendering stays free of I/O.
+secrets (cluster_secrets.py) and the kubeconfigs, each written only when missing or changed,
+all or nothing. `load_material` reads them into a plain `Material` value so rendering stays
+free of I/O; `current_material` is what render, diff and up build from: it refuses a stale PKI.
 """
 
 from __future__ import annotations
 
-import base64
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .cluster_secrets import SECRET_MODE, needed, read_secrets
 from .clusterdir import ClusterDir
 from .errors import OperationError
-from .fsio import write_atomic
-from .pki.ensure import PkiReport, ensure_pki
+from .fsio import all_or_nothing, write_atomic
+from .pki.ensure import PkiReport, StalePki, ensure_pki
 from .pki.profiles import SERVICE_ACCOUNT, certificate_plan
 from .spec.model import ClusterSpec
 
@@ -27,6 +27,7 @@ class Material:
     keys: Mapping[str, bytes]  # PEM by profile name, plus "sa"
     sa_pub: bytes
     encryption_key: str  # base64 of 32 random bytes
+    vrrp_password: str = ""  # keepalived's, when the spec has that load balancer
 
     def cert(self, name: str) -> bytes:
         return self.certs[name]
@@ -48,19 +49,36 @@ class MaterialReport:
 def ensure_material(
     cd: ClusterDir, spec: ClusterSpec, reissue: tuple[str, ...] = ()
 ) -> MaterialReport:
+    """Make what is missing. An error on the way (a certificate that cannot be issued, a full
+    disk, Ctrl-C) puts every file back as it was: never half a PKI."""
     from .render.kubeconfig import cluster_kubeconfigs  # render imports Material
 
-    report = MaterialReport(ensure_pki(cd, spec, reissue))
-    if not cd.encryption_key.exists():
-        key = base64.b64encode(os.urandom(32)).decode() + "\n"
-        write_atomic(cd.encryption_key, key.encode(), 0o600)
-        report.written.append(cd.encryption_key)
-    material = load_material(cd, spec)
-    for name, content in cluster_kubeconfigs(spec, material).items():
-        path = cd.kubeconfig(name)
-        if write_atomic(path, content, 0o600):
-            report.written.append(path)
+    with all_or_nothing():
+        report = MaterialReport(ensure_pki(cd, spec, reissue))
+        for secret in needed(spec):
+            path = cd.secret(secret.name)
+            if not path.exists():
+                write_atomic(path, (secret.make() + "\n").encode(), SECRET_MODE)
+                report.written.append(path)
+        if report.pki.stale:
+            # A kubeconfig embeds the CA and a client certificate: while anything is stale the
+            # ones on disk stay as they were, so a foreign ca.crt never reaches them.
+            return report
+        material = load_material(cd, spec)
+        for name, content in cluster_kubeconfigs(spec, material).items():
+            path = cd.kubeconfig(name)
+            if write_atomic(path, content, 0o600):
+                report.written.append(path)
     return report
+
+
+def current_material(cd: ClusterDir, spec: ClusterSpec, command: str) -> tuple[MaterialReport, Material]:
+    """The material `command` (render, diff, up) builds from, made as needed; StalePki (exit 2,
+    naming each stale item and its fix) while anything on disk does not match the spec."""
+    report = ensure_material(cd, spec)
+    if report.pki.stale:
+        raise StalePki(cd, report.pki.stale, f"`hardway {command}` stopped before using it")
+    return report, load_material(cd, spec)
 
 
 def load_material(cd: ClusterDir, spec: ClusterSpec) -> Material:
@@ -80,8 +98,10 @@ def load_material(cd: ClusterDir, spec: ClusterSpec) -> Material:
         keys[profile.name] = read(cd.key(profile.name))
     keys[SERVICE_ACCOUNT] = read(cd.key(SERVICE_ACCOUNT))
     sa_pub = read(cd.pki / f"{SERVICE_ACCOUNT}.pub")
-    enc = read(cd.encryption_key).decode().strip()
+    secrets, problems = read_secrets(cd, spec)
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise OperationError(f"missing in {cd.root}: {shown}; run `hardway pki init` first")
-    return Material(certs, keys, sa_pub, enc)
+        problems.insert(0, f"missing in {cd.root}: {shown}; run `hardway pki init` first")
+    if problems:
+        raise OperationError("\n".join(problems))
+    return Material(certs, keys, sa_pub, secrets["encryption-key"], secrets.get("vrrp-password", ""))

@@ -97,7 +97,7 @@ def test_adding_a_controller_reports_the_apiserver_stale_until_reissued(basic):
     report = ensure_material(cd, spec2)
     assert set(report.pki.created) == {"etcd-server-controller-1", "etcd-peer-controller-1"}
     assert "apiserver" in report.pki.stale
-    assert "missing 10.240.0.11, controller-1" in report.pki.stale["apiserver"][0]
+    assert "missing 10.240.0.11, controller-1" in report.pki.stale["apiserver"].reasons[0]
     assert cd.cert("apiserver").read_bytes() == old_apiserver, "stale certs are reported, not replaced"
     assert any("apiserver" in p and "SANs differ" in p for p in inspect.check(cd, spec2))
 
@@ -121,13 +121,22 @@ def test_reissue_unknown_name(basic):
         ensure_material(cd, spec, reissue=("apiserverr",))
 
 
-def test_key_type_change_is_reported_and_reissue_fixes_it(basic):
-    _, cd, _ = basic
+def test_key_type_change_advises_keeping_the_cas_key_type_never_a_ca_reissue(basic):
+    """A CA keeps its key type (hardway cannot rotate a CA): the advice is the spec edit, and
+    the leaves under it wait for their CA instead of being reissued under it."""
+    spec, cd, _ = basic
     spec2 = make_spec("basic", edit=lambda d: d["pki"].update(keyType="rsa-2048"))
-    report = ensure_material(cd, spec2)
-    assert "key type is ecdsa-p256, spec wants rsa-2048" in report.pki.stale["admin"][0]
-    report = ensure_material(cd, spec2, reissue=("admin",))
-    assert "admin" in report.pki.reissued
+    before = snapshot(cd)
+    stale = ensure_material(cd, spec2).pki.stale
+    assert stale["ca"].reasons == ("key type is ecdsa-p256, spec wants rsa-2048",)
+    assert "set `pki.keyType: ecdsa-p256` back" in stale["ca"].fix and not stale["ca"].reissue
+    assert stale["admin"].fix.startswith("fix ca first") and not stale["admin"].reissue
+    assert not any(s.reissue for s in stale.values())
+    with pytest.raises(UsageError, match="its issuer ca is stale"):
+        ensure_material(cd, spec2, reissue=("admin",))
+    assert snapshot(cd) == before, "nothing is written or reissued under a stale CA"
+    # The advice, followed: the spec as the CA was made.
+    assert ensure_material(cd, spec).pki.stale == {}
 
 
 def test_check_passes_on_a_fresh_pki(basic):

@@ -11,7 +11,10 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import __version__, api
+from ..clusterdir import ClusterDir
 from ..errors import HardwayError
+from ..pki.ensure import StalePki
+from ..pki.inspect import MAX_CHECK_DAYS
 from ..spec.presets import PRESETS
 
 # Piped output (CI logs, `| less`) gets wide lines instead of rich's 80-column default.
@@ -97,10 +100,11 @@ def pki_init(directory: Path, reissue: tuple[str, ...]) -> None:
         out.print(f"issued {len(report.pki.created)}: {', '.join(report.pki.created)}")
     if report.pki.reissued:
         out.print(f"reissued {len(report.pki.reissued)}: {', '.join(report.pki.reissued)}")
-    for name, reasons in report.pki.stale.items():
-        err.print(f"[yellow]stale:[/] {name}: {'; '.join(reasons)}. "
-                  f"Reissue with `hardway pki init --reissue {name}`", markup=True)
     n = len(report.all_written)
+    if report.pki.stale:
+        if n:
+            out.print(f"{n} file(s) written in {took:.2f}s")
+        raise StalePki(ClusterDir.at(directory), report.pki.stale, "render, diff and up refuse it until fixed")
     out.print(f"{n} file(s) written in {took:.2f}s" if n else "nothing to do: the PKI matches the spec")
 
 
@@ -117,7 +121,8 @@ def pki_show(directory: Path) -> None:
 
 @pki.command("check")
 @DIR_OPTION
-@click.option("--days", default=30, show_default=True, help="Flag certificates expiring within N days.")
+@click.option("--days", default=30, show_default=True, type=click.IntRange(0, MAX_CHECK_DAYS),
+              help="Flag certificates expiring within N days.")
 def pki_check(directory: Path, days: int) -> None:
     """Verify chains, SANs against the spec, expiry, key/cert match and key file modes."""
     problems = api.pki_check(directory, days)
@@ -126,7 +131,7 @@ def pki_check(directory: Path, days: int) -> None:
     if problems:
         out.print(f"{len(problems)} problem(s)")
         sys.exit(1)
-    out.print("PKI OK: every chain, SAN, expiry, key and file mode checks out")
+    out.print("PKI OK: every chain, SAN, expiry, key, secret and file mode checks out")
 
 
 @cli.command()

@@ -3,12 +3,16 @@
 Sources, in order: `DIR/lab/known_hosts` (written by `hardway lab up` from keys it made, so
 lab machines are never trusted blindly) and `DIR/known_hosts` (hardway's record of every
 other host, appended the first time it connects). A host found in either file must present
-a recorded key; a different key is an error naming the file to edit.
+a recorded key; a different key is an error naming the file to edit. A key trusted on first
+use is announced with its fingerprint, so the user can compare it with the host's own.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from ..fsio import write_atomic
@@ -18,10 +22,17 @@ def _host_field(address: str, port: int) -> str:
     return address if port == 22 else f"[{address}]:{port}"
 
 
+def fingerprint(public_key: str) -> str:
+    """`ssh-ed25519 AAAA...` -> `SHA256:...`, as `ssh-keygen -lf` and ssh itself print it."""
+    blob = base64.b64decode(public_key.split()[1])
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
 class KnownHosts:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, announce: Callable[[str], None] = lambda _m: None) -> None:
         self.lab = directory / "lab" / "known_hosts"
         self.own = directory / "known_hosts"
+        self.announce = announce  # told about every key trusted on first use
         self._lock = threading.Lock()
 
     def _lines(self) -> list[tuple[Path, str]]:
@@ -49,10 +60,17 @@ class KnownHosts:
         files = sorted({str(p) for p, _ in self._matching(address, port)})
         return " and ".join(files) or str(self.own)
 
-    def record(self, address: str, port: int, public_key: str) -> None:
+    def record(self, address: str, port: int, public_key: str, node: str = "") -> str:
+        """Trust this key from now on; returns its fingerprint (also announced)."""
         kind, blob = public_key.split()[:2]
         with self._lock:
             old = self.own.read_text() if self.own.is_file() else (
                 "# SSH host keys hardway trusted on first use (one line per host). A changed key is\n"
                 "# refused: delete the host's line here only if you know why it changed.\n")
             write_atomic(self.own, (old + f"{_host_field(address, port)} {kind} {blob}\n").encode(), 0o644)
+        fp = fingerprint(public_key)
+        self.announce(
+            f"{node or address}: SSH host key {kind} {fp} of {_host_field(address, port)} trusted on first use "
+            f"and recorded in {self.own}; compare it with `ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub` "
+            "run on that host's console")
+        return fp

@@ -193,5 +193,5 @@ async def connect_ssh(node: str, address: str, user: str, port: int, key: str | 
                              "Is the machine up and sshd running? (`hardway lab status` for a lab)") from e
     if trusted is None:
         key_obj = conn.get_server_host_key()
-        known.record(address, port, key_obj.export_public_key().decode().strip())
+        known.record(address, port, key_obj.export_public_key().decode().strip(), node)
     return SSHTransport(node, conn, user, target)

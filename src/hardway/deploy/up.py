@@ -22,7 +22,7 @@ from ..artifacts.oci import image_refs
 from ..clusterdir import ClusterDir
 from ..errors import OperationError, UsageError
 from ..fsio import write_atomic
-from ..material import ensure_material, load_material
+from ..material import current_material
 from ..render import render_cluster
 from ..render.bundle import ClusterBundle, Phase
 from ..spec.load import load_spec
@@ -73,13 +73,13 @@ def kubectl_path(cd: ClusterDir) -> Path:
     return cd.root / "bin" / "kubectl"
 
 
-def prepare(directory: Path, progress: Progress) -> Prepared:
+def prepare(directory: Path, progress: Progress, command: str = "up") -> Prepared:
     cd = ClusterDir.at(directory)
     spec = load_spec(cd.spec).spec
-    report = ensure_material(cd, spec)
+    report, material = current_material(cd, spec, command)
     if report.all_written:
         progress(f"pki: wrote {len(report.all_written)} file(s) in {cd.root}")
-    cluster = render_cluster(spec, load_material(cd, spec))
+    cluster = render_cluster(spec, material)
     fetched = fetch_for_spec(spec, cd.root, progress)
     images: dict[str, tuple[Path, list[str]]] = {}
     for entry in spec.artifacts.images:
@@ -98,9 +98,11 @@ def prepare(directory: Path, progress: Progress) -> Prepared:
     return Prepared(spec, cd, cluster, fetched, desired)
 
 
-async def connect_all(spec: ClusterSpec, cd: ClusterDir, names: list[str], opts: Options) -> dict[str, Transport]:
-    """A transport per node, opened in parallel; host keys checked (hostkeys.py)."""
-    known = KnownHosts(cd.root)
+async def connect_all(spec: ClusterSpec, cd: ClusterDir, names: list[str], opts: Options,
+                      progress: Progress = _quiet) -> dict[str, Transport]:
+    """A transport per node, opened in parallel; host keys checked (hostkeys.py), a key trusted
+    on first use told to `progress` with its fingerprint."""
+    known = KnownHosts(cd.root, progress)
     by_name = {n.name: n for n in spec.nodes}
 
     async def one(name: str) -> Transport:
@@ -171,7 +173,7 @@ class Session:
         return any(unit in p.starts or unit in p.restarts for p in self.plans.values())
 
     async def open(self) -> None:
-        self.t = await connect_all(self.p.spec, self.p.cd, self.names, self.opts)
+        self.t = await connect_all(self.p.spec, self.p.cd, self.names, self.opts, self.progress)
 
     async def gather_and_plan(self) -> None:
         self.facts = await _each(self.names, lambda n: gather(self.t[n], self.p.desired[n]), self.opts.parallel)
@@ -196,7 +198,7 @@ async def _run_with_session(p: Prepared, opts: Options, progress: Progress,
 
 def diff(directory: str | Path = ".", progress: Progress = _quiet, opts: Options | None = None) -> dict[str, HostPlan]:
     """What `up` would change on each host, changing nothing."""
-    p = prepare(Path(directory), progress)
+    p = prepare(Path(directory), progress, "diff")
     out: dict[str, HostPlan] = {}
 
     async def body(s: Session) -> None:

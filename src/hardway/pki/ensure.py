@@ -3,11 +3,17 @@
 Rules: a present, matching certificate is left alone (a second run writes nothing); a CA key is
 never regenerated; a missing leaf is issued; a leaf that no longer matches the spec (SANs, CN,
 O, key type, issuer) is reported as stale and reissued only when the user names it.
+
+Everything this run issues is built in memory first and written at the end, so a certificate
+that cannot be issued leaves the directory untouched. Stale items carry the advice that fixes
+them: a command only where the command works (a CA is never reissued, so a CA's advice is a
+restore or a spec edit, and certificates under a stale CA wait for it).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,15 +25,67 @@ from ..spec.model import ClusterSpec
 from . import store
 from .issue import PrivateKey, build_certificate, generate_key, key_type_of
 from .profiles import ROOT_CA, SERVICE_ACCOUNT, CertProfile, certificate_plan
-from .verify import differences
+from .verify import Difference, Why, differences
+
+
+@dataclass(frozen=True)
+class Stale:
+    """A certificate or key on disk that does not match the spec, and how to fix it."""
+
+    name: str
+    reasons: tuple[str, ...]
+    fix: str  # what to do, for a person
+    reissue: bool = False  # the fix is `hardway pki init --reissue NAME`
 
 
 @dataclass
 class PkiReport:
     created: list[str] = field(default_factory=list)
     reissued: list[str] = field(default_factory=list)
-    stale: dict[str, list[str]] = field(default_factory=dict)
+    stale: dict[str, Stale] = field(default_factory=dict)
     written: list[Path] = field(default_factory=list)
+
+
+class StalePki(UsageError):
+    """The PKI on disk does not match the spec: nothing built from it may ship (exit 2)."""
+
+    def __init__(self, cd: ClusterDir, stale: dict[str, Stale], doing: str) -> None:
+        self.stale = stale
+        lines = [f"{cd.pki} does not match {cd.spec}; {doing}:"]
+        # Items with the same reasons and fix (every leaf under a CA whose key type changed)
+        # share one entry.
+        groups: dict[tuple[tuple[str, ...], str], list[str]] = {}
+        for s in stale.values():
+            groups.setdefault((s.reasons, s.fix), []).append(s.name)
+        for (reasons, fix), names in groups.items():
+            lines.append(f"  - {', '.join(names)}: {'; '.join(reasons)}")
+            lines.append(f"    fix: {fix}")
+        names = [s.name for s in stale.values() if s.reissue]
+        if len(names) > 1:
+            lines.append(f"all the reissues at once: {reissue_command(cd, names)}")
+        super().__init__("\n".join(lines))
+
+
+def pki_init_command(cd: ClusterDir, *args: str) -> str:
+    return " ".join(["hardway", "-C", shlex.quote(str(cd.root)), "pki", "init", *args])
+
+
+def reissue_command(cd: ClusterDir, names: list[str]) -> str:
+    return pki_init_command(cd, *(a for n in names for a in ("--reissue", n)))
+
+
+# What fixes a CA, by what differs, most fundamental first. A CA is never reissued (every node,
+# certificate and kubeconfig trusts it) and hardway cannot rotate one yet, so the fix is to
+# bring back the CA the cluster trusts, or to put the spec back the way the CA was made.
+_CA_FIXES: dict[Why, str] = {
+    Why.key_mismatch: "{pair}",
+    Why.issuer: "{crt} is not the one its issuer signed: restore {crt} and {key} from your backup of {root}",
+    Why.names: "this is not the CA made for this cluster: undo the change to {spec} that renamed it "
+               "(a root CA's name follows `name`), or restore {crt} and {key} from your backup of {root}",
+    Why.sans: "restore {crt} and {key} from your backup of {root}",
+    Why.key_type: "a CA keeps the key type it was made with and hardway cannot rotate a CA yet: set "
+                  "`pki.keyType: {have}` back in {spec} (for new key types, start a new cluster directory)",
+}
 
 
 def ensure_pki(
@@ -45,75 +103,141 @@ def ensure_pki(
                 f"--reissue {name}: no such certificate; known: {', '.join(sorted(names))}"
             )
     report = PkiReport()
-    issued: dict[str, tuple[x509.Certificate, PrivateKey]] = {}
+    run = _Run(cd, spec, reissue, now, report)
     for profile in plan:
-        issued[profile.name] = _ensure_one(cd, spec, profile, issued, reissue, now, report)
-    _ensure_service_account(cd, spec, reissue, report)
+        run.ensure(profile)
+    sa_key, sa_stale = _ensure_service_account(cd, spec, reissue, report)
+    report.stale = run.advise(plan)
+    if sa_stale is not None:
+        report.stale[SERVICE_ACCOUNT] = sa_stale
+    # Only now, with every certificate built, does anything reach the disk.
+    for name, (cert, key) in run.new.items():
+        report.written += store.save_pair(cd, name, cert, key)
+    report.written += store.save_keypair(cd, SERVICE_ACCOUNT, sa_key)
     return report
 
 
-def _ensure_one(
-    cd: ClusterDir,
-    spec: ClusterSpec,
-    profile: CertProfile,
-    issued: dict[str, tuple[x509.Certificate, PrivateKey]],
-    reissue: tuple[str, ...],
-    now: dt.datetime,
-    report: PkiReport,
-) -> tuple[x509.Certificate, PrivateKey]:
-    cert = store.load_cert(cd.cert(profile.name))
-    key = store.load_key(cd.key(profile.name))
-    issuer = issued[profile.issuer] if profile.issuer else None
-    if profile.is_ca:
-        if cert is not None and key is not None:
-            if profile.name in reissue:
-                raise UsageError(
-                    f"--reissue {profile.name}: CA keys are never regenerated by hardway; every "
-                    "certificate and kubeconfig in the cluster trusts this one"
-                )
-            reasons = differences(profile, cert, key, issuer[0] if issuer else None, spec.pki.key_type)
-            if reasons:
-                report.stale[profile.name] = reasons
-            return cert, key
-        if cert is not None or key is not None:
-            present, missing = (cd.cert(profile.name), cd.key(profile.name))
-            if cert is None:
-                present, missing = missing, present
+class _Run:
+    def __init__(self, cd: ClusterDir, spec: ClusterSpec, reissue: tuple[str, ...],
+                 now: dt.datetime, report: PkiReport) -> None:
+        self.cd, self.spec, self.reissue, self.now, self.report = cd, spec, reissue, now, report
+        self.pairs: dict[str, tuple[x509.Certificate, PrivateKey]] = {}
+        self.new: dict[str, tuple[x509.Certificate, PrivateKey]] = {}  # to write, in order
+        self.found: dict[str, list[Difference]] = {}  # differences of what is kept
+
+    def ensure(self, profile: CertProfile) -> None:
+        cd, name = self.cd, profile.name
+        cert = store.load_cert(cd.cert(name))
+        key = store.load_key(cd.key(name))
+        issuer = self.pairs[profile.issuer] if profile.issuer else None
+        if profile.is_ca and (cert is None) != (key is None):
+            present, missing = (cd.cert(name), cd.key(name)) if key is None else (cd.key(name), cd.cert(name))
             raise OperationError(
                 f"{missing} is missing but {present} exists: a CA is never regenerated; "
                 f"restore {missing.name} from your backup of {cd.root}"
             )
-    elif cert is not None and key is not None:
-        reasons = differences(profile, cert, key, issuer[0] if issuer else None, spec.pki.key_type)
-        if profile.name not in reissue:
-            if reasons:
-                report.stale[profile.name] = reasons
-            return cert, key
-    # Issue (or reissue) this certificate with a fresh key.
-    had_cert = cert is not None
-    key = generate_key(spec.pki.key_type)
-    days = spec.pki.ca_validity_days if profile.is_ca else spec.pki.cert_validity_days
-    path_length = 1 if profile.name == ROOT_CA else 0
-    cert = build_certificate(profile, key, issuer, days, now, path_length=path_length)
-    report.written += store.save_pair(cd, profile.name, cert, key)
-    (report.reissued if had_cert else report.created).append(profile.name)
-    return cert, key
+        if profile.is_ca and cert is None:
+            signed = [p.name for p in certificate_plan(self.spec)
+                      if p.issuer == name and cd.cert(p.name).exists()]
+            if signed:  # a new CA here would silently replace the one the cluster trusts
+                raise OperationError(
+                    f"{cd.cert(name)} and {cd.key(name)} are missing but certificates they signed "
+                    f"exist ({', '.join(signed[:3])}{', ...' if len(signed) > 3 else ''}): restore "
+                    f"both from your backup of {cd.root}; a CA is never regenerated (to start a new "
+                    f"PKI instead, move {cd.pki} away first)")
+        if cert is not None and key is not None:
+            if profile.is_ca and name in self.reissue:
+                raise UsageError(
+                    f"--reissue {name}: CA keys are never regenerated by hardway; every "
+                    "certificate and kubeconfig in the cluster trusts this one"
+                )
+            if name not in self.reissue:
+                reasons = differences(profile, cert, key, issuer[0] if issuer else None,
+                                      self.spec.pki.key_type)
+                if reasons:
+                    self.found[name] = reasons
+                self.pairs[name] = (cert, key)
+                return
+            if profile.issuer in self.found:
+                raise UsageError(
+                    f"--reissue {name}: its issuer {profile.issuer} is stale "
+                    f"({'; '.join(map(str, self.found[profile.issuer]))}); fix {profile.issuer} first")
+        if profile.issuer in self.found:
+            # Signed by a stale CA it would be stale at birth (or signed by a foreign key).
+            self.found[name] = [Difference(Why.issuer, f"{cd.cert(name)} is missing; not issued while "
+                                           f"its issuer {profile.issuer} is stale")]
+            return
+        # Issue (or reissue) this certificate with a fresh key.
+        new_key = generate_key(self.spec.pki.key_type)
+        days = self.spec.pki.ca_validity_days if profile.is_ca else self.spec.pki.cert_validity_days
+        path_length = 1 if name == ROOT_CA else 0
+        try:
+            cert_new = build_certificate(profile, new_key, issuer, days, self.now, path_length=path_length)
+        except ValueError as e:  # e.g. a CN longer than X.509's 64 characters
+            raise OperationError(f"{name}: cannot issue this certificate ({e}); nothing was written "
+                                 f"to {cd.pki}") from None
+        self.pairs[name] = self.new[name] = (cert_new, new_key)
+        (self.report.reissued if cert is not None else self.report.created).append(name)
+
+    def advise(self, plan: list[CertProfile]) -> dict[str, Stale]:
+        cd = self.cd
+        by_name = {p.name: p for p in plan}
+        out: dict[str, Stale] = {}
+        for name, diffs in self.found.items():
+            reasons = tuple(map(str, diffs))
+            profile = by_name[name]
+            blocked = profile.issuer in self.found
+            if blocked:
+                out[name] = Stale(name, reasons, f"fix {profile.issuer} first (above), then run "
+                                  f"`{pki_init_command(cd)}` again")
+            elif profile.is_ca:
+                out[name] = Stale(name, reasons, self._ca_fix(profile, diffs, plan))
+            else:
+                fix = f"`{reissue_command(cd, [name])}`"
+                if any(d.why is Why.issuer for d in diffs):
+                    fix += (f" (if {cd.cert(profile.issuer or name)} was replaced, restore the original "
+                            "from your backup instead)")
+                out[name] = Stale(name, reasons, fix, reissue=True)
+        return out
+
+    def _ca_fix(self, profile: CertProfile, diffs: list[Difference], plan: list[CertProfile]) -> str:
+        cd, name = self.cd, profile.name
+        crt, key = cd.cert(name), cd.key(name)
+        # Which half is foreign: the certificates it signed still verify against the real
+        # certificate; none verify against a foreign one.
+        signed = [p.name for p in plan if p.issuer == name and p.name in self.pairs and p.name not in self.new]
+        cert_is_good = any(not any(d.why is Why.issuer for d in self.found.get(n, ())) for n in signed)
+        pair = (f"{key} is not the key of {crt} (which signed the other certificates): restore {key.name}"
+                if cert_is_good else
+                f"{crt} is not the certificate of {key} (no certificate it should have signed "
+                f"verifies against it): restore {crt.name}")
+        pair += f" from your backup of {cd.root}; hardway never replaces a CA"
+        values = {"crt": crt, "key": key, "root": cd.root, "spec": cd.spec, "pair": pair}
+        fixes = []
+        for why, text in _CA_FIXES.items():
+            hit = [d for d in diffs if d.why is why]
+            if hit:
+                fixes.append(text.format(have=hit[0].have, **values))
+        return "; ".join(dict.fromkeys(fixes))
 
 
 def _ensure_service_account(
     cd: ClusterDir, spec: ClusterSpec, reissue: tuple[str, ...], report: PkiReport
-) -> None:
+) -> tuple[PrivateKey, Stale | None]:
+    """The key pair to keep (its public half is rewritten if someone deleted it)."""
     want = spec.pki.service_account_key_type
     key = store.load_key(cd.key(SERVICE_ACCOUNT))
     if key is not None and SERVICE_ACCOUNT not in reissue:
         have = key_type_of(key)
+        stale = None
         if have != want:
-            report.stale[SERVICE_ACCOUNT] = [
-                f"key type is {have}, spec wants {want} (reissuing invalidates every service-account token)"
-            ]
-        # The public half is derived; rewrite it if someone deleted it.
-        report.written += store.save_keypair(cd, SERVICE_ACCOUNT, key)
-        return
-    new = generate_key(want)
-    report.written += store.save_keypair(cd, SERVICE_ACCOUNT, new)
+            stale = Stale(
+                SERVICE_ACCOUNT,
+                (f"key type is {have}, spec wants {want}",),
+                f"`{reissue_command(cd, [SERVICE_ACCOUNT])}` (this invalidates every service-account "
+                f"token), or set `pki.serviceAccountKeyType: {have}` back in {cd.spec}",
+                reissue=True,
+            )
+        return key, stale
     (report.reissued if key is not None else report.created).append(SERVICE_ACCOUNT)
+    return generate_key(want), None

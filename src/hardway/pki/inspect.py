@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
+from ..cluster_secrets import SECRET_MODE, needed, read_secrets
 from ..clusterdir import ClusterDir
-from ..errors import OperationError
+from ..errors import OperationError, UsageError
 from ..spec.model import ClusterSpec
 from . import store
 from .issue import key_type_of, public_pem
@@ -47,8 +48,14 @@ def show(cd: ClusterDir, spec: ClusterSpec) -> list[CertRow]:
     return rows
 
 
+# `pki check --days`: 0 flags only what has expired; a century covers any validity hardway issues.
+MAX_CHECK_DAYS = 36500
+
+
 def check(cd: ClusterDir, spec: ClusterSpec, days: int = 30, now: dt.datetime | None = None) -> list[str]:
-    """Every problem found; empty means the PKI is sound for this spec."""
+    """Every problem found; empty means the PKI and the secrets are sound for this spec."""
+    if not 0 <= days <= MAX_CHECK_DAYS:
+        raise UsageError(f"--days {days}: must be between 0 and {MAX_CHECK_DAYS}")
     now = now or dt.datetime.now(dt.timezone.utc)
     problems: list[str] = []
     loaded: dict[str, x509.Certificate] = {}
@@ -86,7 +93,9 @@ def check(cd: ClusterDir, spec: ClusterSpec, days: int = 30, now: dt.datetime | 
     problems += _service_account(cd)
     for path in sorted(cd.kubeconfigs.glob("*.kubeconfig")):
         problems += _mode_problems(path, 0o600)
-    problems += _mode_problems(cd.encryption_key, 0o600)
+    problems += read_secrets(cd, spec)[1]
+    for secret in needed(spec):
+        problems += _mode_problems(cd.secret(secret.name), SECRET_MODE)
     return problems
 
 

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
+from enum import Enum
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -41,20 +43,40 @@ def key_matches(cert: x509.Certificate, key: PrivateKey) -> bool:
     return public_pem(cert.public_key()) == public_pem(key)  # type: ignore[arg-type]
 
 
+class Why(str, Enum):
+    """What kind of difference: the advice for fixing it depends on it (ensure.py)."""
+
+    names = "names"  # CN or O
+    sans = "sans"
+    key_type = "key type"
+    key_mismatch = "key mismatch"
+    issuer = "issuer"
+
+
+@dataclass(frozen=True)
+class Difference:
+    why: Why
+    text: str
+    have: str = ""  # the value on disk, where advice needs it (the key type)
+
+    def __str__(self) -> str:
+        return self.text
+
+
 def differences(
     profile: CertProfile,
     cert: x509.Certificate,
     key: PrivateKey | None,
     issuer: x509.Certificate | None,
     key_type: str,
-) -> list[str]:
+) -> list[Difference]:
     """Why `cert` no longer matches `profile` (empty: it matches)."""
-    out: list[str] = []
+    out: list[Difference] = []
     cn, orgs = names_of(cert)
     if cn != profile.cn:
-        out.append(f"CN is {cn!r}, spec wants {profile.cn!r}")
+        out.append(Difference(Why.names, f"CN is {cn!r}, spec wants {profile.cn!r}"))
     if set(orgs) != set(profile.orgs):
-        out.append(f"O is {list(orgs)}, spec wants {list(profile.orgs)}")
+        out.append(Difference(Why.names, f"O is {list(orgs)}, spec wants {list(profile.orgs)}"))
     have, want = _norm(sans_of(cert)), _norm(profile.sans)
     if have != want:
         parts = []
@@ -62,16 +84,18 @@ def differences(
             parts.append("missing " + ", ".join(sorted(want - have)))
         if have - want:
             parts.append("extra " + ", ".join(sorted(have - want)))
-        out.append("SANs differ from the spec: " + "; ".join(parts))
+        out.append(Difference(Why.sans, "SANs differ from the spec: " + "; ".join(parts)))
     have_type = key_type_of(cert.public_key())  # type: ignore[arg-type]
     if have_type != key_type:
-        out.append(f"key type is {have_type}, spec wants {key_type}")
+        out.append(Difference(Why.key_type, f"key type is {have_type}, spec wants {key_type}", have_type))
     if key is not None and not key_matches(cert, key):
-        out.append("the private key does not match the certificate")
+        out.append(Difference(Why.key_mismatch, "the private key does not match the certificate"))
     expected_issuer = issuer if issuer is not None else cert
     if not signed_by(cert, expected_issuer):
         who = names_of(expected_issuer)[0]
-        out.append(f"not signed by {who} (issuer is {cert.issuer.rfc4514_string()})")
+        out.append(Difference(Why.issuer, f"not signed by {who} of {profile.issuer or profile.name}.crt "
+                              f"(it names {cert.issuer.rfc4514_string()} as issuer, but the signature "
+                              "does not verify)"))
     return out
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-
 from ..material import Material
 from ..spec.model import APISERVER_PORT, ClusterSpec, LoadBalancerMode, Node
 from .bundle import Bundle, File, Phase, Unit
@@ -44,9 +42,11 @@ def keepalived_conf(spec: ClusterSpec, node: Node, material: Material) -> str:
     # Priorities 150, 140, ...: the spread (10) is smaller than the check weight, so a
     # failing check on the holder always lets a healthy peer take over.
     weight = 10 * len(controllers) + 10
-    # VRRP PASS authentication is sent in clear and is a guard against accidents (another
-    # VRRP group on the segment), not attackers; derive it from the cluster's secret.
-    auth = hashlib.sha256(b"hardway-vrrp:" + material.encryption_key.encode()).hexdigest()[:8]
+    # VRRP PASS authentication is sent in clear: a guard against accidents (another VRRP
+    # group on the segment), not attackers. So it is a secret of its own (cluster_secrets.py),
+    # never derived from one that matters, like the encryption key.
+    if not material.vrrp_password:
+        raise ValueError("keepalived needs material.vrrp_password (load_material reads it)")
     return template(
         "keepalived.conf.j2",
         node=node.name,
@@ -58,7 +58,7 @@ def keepalived_conf(spec: ClusterSpec, node: Node, material: Material) -> str:
         interface=spec.load_balancer.interface,
         router_id=spec.load_balancer.virtual_router_id,
         priority=150 - 10 * index,
-        auth_pass=auth,
+        auth_pass=material.vrrp_password,
         address=node.address,
         peers=[str(n.address) for n in controllers if n.name != node.name],
     )

@@ -99,7 +99,7 @@ def verify(directory: str | Path = ".", progress: Callable[[str], None] = lambda
 
         async def connect(name: str) -> None:
             try:
-                transports.update(await connect_all(spec, cd, [name], opts or Options()))
+                transports.update(await connect_all(spec, cd, [name], opts or Options(), progress))
             except OperationError as e:
                 add(Check(f"{name}: SSH", False, str(e).split(": ", 1)[-1].splitlines()[0]))
 
