@@ -1,9 +1,9 @@
 """Facts: one round trip per host, a POSIX shell script (nodes need no Python), parsed here.
 
-The script reports, one tagged line each: arch, kernel, OS, swap, stat + sha256 of every
-managed path, each unit's state, units whose restart is still owed from an interrupted run,
-the images containerd holds, the current value of each sysctl and whether each kernel module
-is present (built in or loaded).
+The script reports, one tagged line each: arch, kernel, OS, swap, cgroup version, stat +
+sha256 of every managed path, each unit's state, units whose restart is still owed from an
+interrupted run, the images containerd holds, the current value of each sysctl and whether
+each kernel module is present (built in or loaded).
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ echo "K $(uname -r)"
 echo "O $(. /etc/os-release 2>/dev/null; echo "${{PRETTY_NAME:-unknown}}")"
 echo "W $(tail -n +2 /proc/swaps 2>/dev/null | wc -l)"
 command -v systemctl >/dev/null && echo "Y systemd" || echo "Y none"
+echo "G $(stat -fc %T /sys/fs/cgroup 2>/dev/null)"
 set -- {q(paths)}
 {HASH_SCRIPT}
 for u in {q(units) if units else ''}; do echo "U $u $(systemctl is-active "$u" 2>/dev/null)"; done
@@ -78,6 +79,11 @@ for k in {q(sysctls) if sysctls else ''}; do echo "C $k $(cat /proc/sys/$(echo $
 for p in {q(packages) if packages else ''}; do dpkg-query -W -f='D ${{Package}} ${{Status}}\\n' "$p" 2>/dev/null | grep ' installed$' | cut -d' ' -f1-2; done
 true
 """
+
+
+# The filesystem at /sys/fs/cgroup, as the kubelet tells (libcontainer's IsCgroup2UnifiedMode):
+# cgroup2fs is v2; tmpfs holds v1 hierarchies (a hybrid host counts as v1).
+CGROUP_FS = {"cgroup2fs": 2, "tmpfs": 1}
 
 
 def parse_facts(node: str, text: str) -> Facts:
@@ -114,7 +120,7 @@ def parse_facts(node: str, text: str) -> Facts:
             modules[k] = v.strip() == "1"
         elif tag == "D":
             packages.add(rest.strip())
-        elif tag in ("A", "K", "O", "W", "Y"):
+        elif tag in ("A", "K", "O", "W", "Y", "G"):
             info[tag] = rest.strip()
     files: dict[str, FileFact | None] = {
         p: FileFact(sha[p], *stat[p]) for p in stat if p in sha
@@ -122,6 +128,7 @@ def parse_facts(node: str, text: str) -> Facts:
     return Facts(
         node=node, arch=info.get("A", ""), kernel=info.get("K", ""), os_release=info.get("O", ""),
         swap_on=info.get("W", "0") not in ("", "0"), systemd=info.get("Y") == "systemd",
+        cgroup_version=CGROUP_FS.get(info.get("G", ""), 0),
         files=files, active_units=frozenset(units), pending_restarts=tuple(dict.fromkeys(pending)),
         images=frozenset(images), sysctls=sysctls, modules=modules, packages=frozenset(packages),
     )

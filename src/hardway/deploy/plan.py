@@ -32,6 +32,7 @@ class Facts:
     kernel: str = ""
     swap_on: bool = False
     systemd: bool = True
+    cgroup_version: int = 0  # 1 or 2 (facts.CGROUP_FS); 0: unknown
     files: dict[str, FileFact | None] = field(default_factory=dict)  # None/absent: no file
     active_units: frozenset[str] = frozenset()
     pending_restarts: tuple[str, ...] = ()

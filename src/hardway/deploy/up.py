@@ -26,7 +26,8 @@ from ..material import ensure_material, load_material
 from ..render import render_cluster
 from ..render.bundle import ClusterBundle, Phase
 from ..spec.load import load_spec
-from ..spec.model import APISERVER_PORT, ClusterSpec
+from ..render.worker import kubelet_refuses_cgroup_v1
+from ..spec.model import APISERVER_PORT, ClusterSpec, Role
 from . import activate as act
 from .desired import Desired, desired_for, file_sha256
 from .facts import gather
@@ -134,9 +135,16 @@ async def _each(names: list[str], fn: Callable[[str], Awaitable], parallel: int)
     return dict(await asyncio.gather(*(one(n) for n in names)))
 
 
-def _check_facts(facts: dict[str, Facts], desired: dict[str, Desired]) -> None:
+def _check_facts(facts: dict[str, Facts], desired: dict[str, Desired], spec: ClusterSpec) -> None:
     problems = []
+    no_cgroup_v1 = kubelet_refuses_cgroup_v1(spec)
     for name, f in facts.items():
+        if no_cgroup_v1 and f.cgroup_version == 1 and Role.worker.value in desired[name].bundle.roles:
+            problems.append(f"{name}: cgroup v1 (/sys/fs/cgroup is not cgroup2fs), and Kubernetes "
+                            f"{spec.minor}'s kubelet refuses to start on cgroup v1 (KubeletConfiguration "
+                            "failCgroupV1, true by default from 1.35): boot the host with cgroup v2 "
+                            "(kernel parameter systemd.unified_cgroup_hierarchy=1), or set "
+                            "kubelet.failCgroupV1: false in cluster.yaml (as `init --lab` does)")
         missing = [p for p in desired[name].bundle.packages if p not in f.packages]
         if missing:
             problems.append(f"{name}: Debian package(s) {', '.join(missing)} not installed; hardway does not "
@@ -175,7 +183,7 @@ class Session:
 
     async def gather_and_plan(self) -> None:
         self.facts = await _each(self.names, lambda n: gather(self.t[n], self.p.desired[n]), self.opts.parallel)
-        _check_facts(self.facts, self.p.desired)
+        _check_facts(self.facts, self.p.desired, self.p.spec)
         for name, d in self.p.desired.items():
             self.plans[name] = plan_host(d.bundle, self.facts[name], d.items, d.images)
 

@@ -151,6 +151,10 @@ class Kubelet(Model):
     cgroup_root: str | None = None
     resolv_conf: str = "/etc/resolv.conf"
     max_pods: int = Field(default=110, ge=1)
+    # KubeletConfiguration failCgroupV1 (1.31+; true by default from 1.35, when the kubelet
+    # refuses to start on a cgroup v1 host). None: the kubelet's default. Not rendered for
+    # minors without the field, which run on cgroup v1 anyway.
+    fail_cgroup_v1: bool | None = Field(default=None, alias="failCgroupV1")
 
 
 class KubeProxy(Model):
