@@ -5,6 +5,7 @@
     DIR/kubeconfigs/*.kubeconfig
     DIR/secrets/encryption-key
     DIR/bundles/NODE/...    `hardway render` output (default location)
+    DIR/artifacts.lock      sha256 of every artifact, recorded at the first fetch (artifacts/lock.py)
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ class ClusterDir:
 
     def kubeconfig(self, name: str) -> Path:
         return self.kubeconfigs / f"{name}.kubeconfig"
+
+    @property
+    def artifacts_lock(self) -> Path:
+        return self.root / "artifacts.lock"
 
     @property
     def encryption_key(self) -> Path:
