@@ -2,15 +2,18 @@
 
 The script reports, one tagged line each: arch, kernel, OS, swap, cgroup version, stat +
 sha256 of every managed path, each unit's state, units whose restart is still owed from an
-interrupted run, the images containerd holds, the current value of each sysctl and whether
-each kernel module is present (built in or loaded).
+interrupted run, hardway's manifest and claims (which files it owns), the images containerd
+holds, the current value of each sysctl and whether each kernel module is present (built in
+or loaded).
 """
 
 from __future__ import annotations
 
+import json
 import shlex
 
-from .desired import HARDWAY_STATE, PENDING, SUMS, Desired
+from .desired import CLAIMS, HARDWAY_STATE, MANIFEST, PENDING, SUMS, Desired
+from ..errors import OperationError
 from .plan import Facts, FileFact
 from .transport import Transport, check
 
@@ -71,6 +74,8 @@ set -- {q(paths)}
 {HASH_SCRIPT}
 for u in {q(units) if units else ''}; do echo "U $u $(systemctl is-active "$u" 2>/dev/null)"; done
 [ -f {PENDING} ] && sed 's/^/P /' {PENDING}
+[ -f {MANIFEST} ] && sed 's/^/J /' {MANIFEST}
+[ -f {CLAIMS} ] && sed 's/^/L /' {CLAIMS}
 if [ -S /run/containerd/containerd.sock ] && command -v ctr >/dev/null; then
   ctr -n k8s.io images ls -q 2>/dev/null | sed 's/^/I /'
 fi
@@ -96,9 +101,15 @@ def parse_facts(node: str, text: str) -> Facts:
     sysctls: dict[str, str] = {}
     modules: dict[str, bool] = {}
     packages: set[str] = set()
+    manifest: list[str] = []
+    claims: set[str] = set()
     for line in text.splitlines():
         tag, _, rest = line.partition(" ")
-        if tag == "S":
+        if tag == "J":
+            manifest.append(rest)
+        elif tag == "L" and rest.strip():
+            claims.add(rest.strip())
+        elif tag == "S":
             mode, owner, _size, _ino, _ctime, path = rest.split(" ", 5)
             stat[path] = (int(mode, 8), owner)
         elif tag == "H":
@@ -125,13 +136,29 @@ def parse_facts(node: str, text: str) -> Facts:
     files: dict[str, FileFact | None] = {
         p: FileFact(sha[p], *stat[p]) for p in stat if p in sha
     }
+    owned, adopted = _ownership(node, "\n".join(manifest))
     return Facts(
         node=node, arch=info.get("A", ""), kernel=info.get("K", ""), os_release=info.get("O", ""),
         swap_on=info.get("W", "0") not in ("", "0"), systemd=info.get("Y") == "systemd",
         cgroup_version=CGROUP_FS.get(info.get("G", ""), 0),
         files=files, active_units=frozenset(units), pending_restarts=tuple(dict.fromkeys(pending)),
         images=frozenset(images), sysctls=sysctls, modules=modules, packages=frozenset(packages),
+        owned=frozenset(owned | claims), adopted=adopted,
     )
+
+
+def _ownership(node: str, manifest: str) -> tuple[set[str], dict[str, str]]:
+    """The paths the node's manifest lists, and the adopted ones' backups (none: no manifest)."""
+    if not manifest:
+        return set(), {}
+    try:
+        doc = json.loads(manifest)
+        return set(doc.get("files", {})), dict(doc.get("adopted", {}))
+    except (ValueError, AttributeError, TypeError) as e:
+        # Guessing would either replace files we do not own or back up our own as "originals".
+        raise OperationError(f"{node}: {MANIFEST} is damaged ({e}), so hardway cannot tell which files "
+                             "it owns there: restore it, or remove it (then every file that differs from "
+                             "the bundle counts as foreign, see `hardway up --adopt`)") from None
 
 
 async def gather(t: Transport, d: Desired) -> Facts:

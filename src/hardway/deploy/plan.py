@@ -5,6 +5,10 @@ A file is written when its content, mode or owner differs. A unit restarts when 
 interrupted run wrote its files but never restarted it (the node's pending-restarts record).
 systemd reloads once when any unit file changed. `hardway diff` prints these plans;
 `hardway up` carries them out.
+
+A file the host already has, that the node's manifest does not list and that differs from
+ours, is *foreign* (someone else's haproxy.cfg): `up` refuses to replace it unless `--adopt`,
+which keeps the original for a later reset.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..render.bundle import Bundle, File
+from .desired import HARDWAY_STATE, Desired, backup_path, record_adopted
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,8 @@ class Facts:
     sysctls: dict[str, str] = field(default_factory=dict)
     modules: dict[str, bool] = field(default_factory=dict)
     packages: frozenset[str] = frozenset()  # of those asked about, the installed ones
+    owned: frozenset[str] = frozenset()  # paths the node's manifest (or an interrupted push) claims
+    adopted: dict[str, str] = field(default_factory=dict)  # path -> backup, from the node's manifest
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,8 @@ class HostPlan:
     sysctls: dict[str, tuple[str, str]] = field(default_factory=dict)  # key -> (now, wanted)
     modules: list[str] = field(default_factory=list)  # to load
     imports: list[str] = field(default_factory=list)  # image tarballs to import into containerd
+    foreign: list[str] = field(default_factory=list)  # existing files hardway does not own (foreign())
+    adopt: dict[str, str] = field(default_factory=dict)  # `up --adopt`: foreign path -> its backup
 
     @property
     def empty(self) -> bool:
@@ -81,16 +90,35 @@ def _change(f, fact: FileFact | None) -> Change | None:
     return None
 
 
+FOREIGN = "foreign: would refuse (or adopt with --adopt)"
+
+
+def foreign(items: dict, facts: Facts) -> list[str]:
+    """Paths the host has, that hardway does not own (neither its manifest nor an interrupted
+    push claims them), and whose content differs from ours: someone else's haproxy.cfg,
+    containerd config or runc. A file identical to ours is simply taken over. hardway's own
+    state directory is its own."""
+    return sorted(p for p, f in items.items()
+                  if (fact := facts.files.get(p)) is not None and fact.sha256 != f.sha256
+                  and p not in facts.owned and not p.startswith(HARDWAY_STATE + "/"))
+
+
 def plan_host(bundle: Bundle, facts: Facts, items: dict | None = None,
-              images: dict[str, list[str]] | None = None) -> HostPlan:
+              images: dict[str, list[str]] | None = None, adopt: bool = False) -> HostPlan:
     """`items`: path -> File | Blob (default: the bundle's files); `images`: tarball path ->
-    the refs it holds (imported when the tarball is written or a ref is missing)."""
+    the refs it holds (imported when the tarball is written or a ref is missing). A foreign
+    file is planned as a write marked FOREIGN (`up` refuses it), or, with `adopt`, as one
+    whose original the push first keeps under desired.BACKUP_DIR."""
     items = items if items is not None else bundle.files
-    plan = HostPlan(bundle.node)
+    plan = HostPlan(bundle.node, foreign=foreign(items, facts))
+    if adopt:
+        plan.adopt = {p: backup_path(p) for p in plan.foreign}
     changed: set[str] = set()
     for path, f in sorted(items.items()):
         c = _change(f, facts.files.get(path))
         if c is not None:
+            if path in plan.foreign:
+                c = Change(path, f"adopt: original kept in {plan.adopt[path]}" if adopt else FOREIGN)
             plan.writes.append((f, c))
             changed.add(path)
     plan.daemon_reload = any(p.startswith("/etc/systemd/system/") for p in changed)
@@ -113,6 +141,16 @@ def plan_host(bundle: Bundle, facts: Facts, items: dict | None = None,
         if path in changed or not set(refs) <= facts.images:
             plan.imports.append(path)
     return plan
+
+
+def plan_for(d: Desired, facts: Facts, adopt: bool = False) -> HostPlan:
+    """The plan for one host, its manifest first brought up to date with what is adopted:
+    earlier adoptions (the node's manifest) and, with `adopt`, this run's foreign files."""
+    adopted = dict(facts.adopted)
+    if adopt:
+        adopted.update((p, backup_path(p)) for p in foreign(d.items, facts))
+    record_adopted(d, adopted)
+    return plan_host(d.bundle, facts, d.items, d.images, adopt)
 
 
 def describe(plan: HostPlan) -> list[str]:
@@ -140,4 +178,5 @@ def summary(plans: Iterable[HostPlan]) -> str:
             f"{starts} unit(s) to start, {restarts} to restart")
 
 
-__all__ = ["Change", "Facts", "FileFact", "HostPlan", "describe", "plan_host", "summary", "File"]
+__all__ = ["FOREIGN", "Change", "Facts", "FileFact", "HostPlan", "describe", "foreign", "plan_for", "plan_host",
+           "summary", "File"]

@@ -29,11 +29,11 @@ from ..spec.load import load_spec
 from ..render.worker import kubelet_refuses_cgroup_v1
 from ..spec.model import APISERVER_PORT, ClusterSpec, Role
 from . import activate as act
-from .desired import Desired, desired_for, file_sha256
+from .desired import BACKUP_DIR, MANIFEST, Desired, desired_for, file_sha256
 from .facts import gather
 from .health import Api, apiserver_ready, etcd_health, identity, wait_for
 from .hostkeys import KnownHosts
-from .plan import Facts, HostPlan, describe, plan_host, summary
+from .plan import Facts, HostPlan, describe, plan_for, summary
 from .push import push
 from .transport import LocalTransport, Transport, connect_ssh
 
@@ -50,6 +50,7 @@ class Options:
     timeout: float = 300  # per health wait
     parallel: int = 16  # hosts worked on at once
     local: tuple[str, ...] = ()  # nodes reached without SSH (this machine)
+    adopt: bool = False  # replace foreign files, keeping their originals (plan.foreign)
 
 
 @dataclass
@@ -157,6 +158,18 @@ def _check_facts(facts: dict[str, Facts], desired: dict[str, Desired], spec: Clu
         raise OperationError("hosts not usable:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
+def _refuse_foreign(plans: dict[str, HostPlan]) -> None:
+    """Exit 1, like any host that is not usable as it is: the request is valid, the hosts hold
+    files that are not hardway's to replace. Nothing has been changed anywhere yet."""
+    found = [f"  - {name}: {path}" for name, p in plans.items() for path in p.foreign]
+    if found:
+        raise OperationError(
+            f"{len(found)} file(s) exist that hardway does not own (absent from the node's {MANIFEST}) and "
+            "that differ from what it would write:\n" + "\n".join(found) + "\nNothing was changed. Move "
+            "them away, or run `hardway up --adopt`: it keeps each original under "
+            f"{BACKUP_DIR}/<path> on its node (for a later reset) and then replaces it.")
+
+
 def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
 
@@ -185,7 +198,7 @@ class Session:
         self.facts = await _each(self.names, lambda n: gather(self.t[n], self.p.desired[n]), self.opts.parallel)
         _check_facts(self.facts, self.p.desired, self.p.spec)
         for name, d in self.p.desired.items():
-            self.plans[name] = plan_host(d.bundle, self.facts[name], d.items, d.images)
+            self.plans[name] = plan_for(d, self.facts[name], self.opts.adopt)
 
     async def close(self) -> None:
         await asyncio.gather(*(t.close() for t in self.t.values()), return_exceptions=True)
@@ -406,6 +419,8 @@ async def _apply_manifests(s: Session) -> bool:
 
 async def _up(s: Session, report: UpReport) -> None:
     spec, cd, progress = s.p.spec, s.p.cd, s.progress
+    if not s.opts.adopt:
+        _refuse_foreign(s.plans)
     for name in s.names:
         plan = s.plans[name]
         if plan.empty:
