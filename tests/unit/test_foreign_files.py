@@ -111,6 +111,41 @@ def test_facts_read_ownership_from_the_manifest_and_claims(tmp_path):
     assert "worker-0" in str(e.value) and MANIFEST in str(e.value) and "damaged" in str(e.value)
 
 
+def test_a_package_default_is_taken_over_keeping_the_original(tmp_path):
+    """Debian's haproxy ships /etc/haproxy/haproxy.cfg: installing the package hardway asks for
+    must not make `up` refuse. Unmodified (dpkg's md5), it is adopted without --adopt; edited,
+    it is someone's file again and foreign."""
+    d = worker(tmp_path)
+    shipped = host_with(CONTAINERD, THEIRS, pristine=frozenset({CONTAINERD}))
+    plan = plan_for(d, shipped)
+    backup = f"{BACKUP_DIR}{CONTAINERD}"
+    assert plan.foreign == [] and plan.adopt == {CONTAINERD: backup}
+    assert f"write {CONTAINERD} (package default: original kept in {backup})" in describe(plan)
+    assert json.loads(d.items[MANIFEST].content)["adopted"] == {CONTAINERD: backup}
+    _refuse_foreign({"worker-0": plan})  # nothing to refuse
+    # Once adopted, it is hardway's: a later change is an ordinary write.
+    later = replace(shipped, owned=frozenset({CONTAINERD}), adopted={CONTAINERD: backup})
+    assert plan_for(d, later).adopt == {} and json.loads(d.items[MANIFEST].content)["adopted"] == {CONTAINERD: backup}
+
+
+def test_facts_tell_package_configuration_files_as_shipped(tmp_path):
+    """The facts script against a stand-in dpkg-query listing two conffiles with their shipped
+    md5: the untouched one is reported, the edited one (and a missing one) not."""
+    shipped, edited = tmp_path / "shipped.cfg", tmp_path / "edited.cfg"
+    shipped.write_text("as shipped\n")
+    edited.write_text("changed by someone\n")
+    md5 = hashlib.md5(b"as shipped\n").hexdigest()  # noqa: S324 (dpkg's own choice)
+    fake = tmp_path / "bin" / "dpkg-query"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\ncase \"$2\" in *Conffiles*) [ \"$3\" = haproxy ] && printf ' %s %s\\n' "
+                    f"{shipped} {md5} {edited} {md5} {tmp_path}/gone.cfg {md5} {tmp_path}/x.cfg {md5}obsolete;; esac\n")
+    fake.chmod(0o755)
+    script = facts_script([], [], [], [], ["haproxy"]).replace("/var/lib/hardway", str(tmp_path / "state"))
+    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"}).stdout
+    assert parse_facts("n", out).pristine == {str(shipped)}
+
+
 def test_up_refuses_foreign_files_naming_each_host_and_path(tmp_path):
     d = worker(tmp_path)
     a = plan_host(d.bundle, host_with(CONTAINERD, THEIRS), d.items)

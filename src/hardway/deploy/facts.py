@@ -2,8 +2,8 @@
 
 The script reports, one tagged line each: arch, kernel, OS, swap, cgroup version, stat +
 sha256 of every managed path, each unit's state, units whose restart is still owed from an
-interrupted run, hardway's manifest and claims (which files it owns), the images containerd
-holds, the current value of each sysctl and whether each kernel module is present (built in
+interrupted run, hardway's manifest and claims (which files it owns), which of the needed
+packages' configuration files are as shipped, the images containerd holds, the current value of each sysctl and whether each kernel module is present (built in
 or loaded).
 """
 
@@ -82,6 +82,9 @@ fi
 for k in {q(sysctls) if sysctls else ''}; do echo "C $k $(cat /proc/sys/$(echo $k | tr . /) 2>/dev/null)"; done
 {_module_checks(modules)}
 for p in {q(packages) if packages else ''}; do dpkg-query -W -f='D ${{Package}} ${{Status}}\\n' "$p" 2>/dev/null | grep ' installed$' | cut -d' ' -f1-2; done
+# The packages' configuration files still as shipped (dpkg's md5): a package default, not a user's file.
+for p in {q(packages) if packages else ''}; do dpkg-query -W -f='${{Conffiles}}\\n' "$p" 2>/dev/null; done |
+  while read -r f md5 _; do [ -f "$f" ] && [ "$(md5sum < "$f" | cut -c1-32)" = "$md5" ] && echo "F $f"; done
 true
 """
 
@@ -103,12 +106,15 @@ def parse_facts(node: str, text: str) -> Facts:
     packages: set[str] = set()
     manifest: list[str] = []
     claims: set[str] = set()
+    pristine: set[str] = set()
     for line in text.splitlines():
         tag, _, rest = line.partition(" ")
         if tag == "J":
             manifest.append(rest)
         elif tag == "L" and rest.strip():
             claims.add(rest.strip())
+        elif tag == "F":
+            pristine.add(rest.strip())
         elif tag == "S":
             mode, owner, _size, _ino, _ctime, path = rest.split(" ", 5)
             stat[path] = (int(mode, 8), owner)
@@ -143,7 +149,7 @@ def parse_facts(node: str, text: str) -> Facts:
         cgroup_version=CGROUP_FS.get(info.get("G", ""), 0),
         files=files, active_units=frozenset(units), pending_restarts=tuple(dict.fromkeys(pending)),
         images=frozenset(images), sysctls=sysctls, modules=modules, packages=frozenset(packages),
-        owned=frozenset(owned | claims), adopted=adopted,
+        owned=frozenset(owned | claims), adopted=adopted, pristine=frozenset(pristine),
     )
 
 

@@ -8,7 +8,8 @@ systemd reloads once when any unit file changed. `hardway diff` prints these pla
 
 A file the host already has, that the node's manifest does not list and that differs from
 ours, is *foreign* (someone else's haproxy.cfg): `up` refuses to replace it unless `--adopt`,
-which keeps the original for a later reset.
+which keeps the original for a later reset. A package's configuration file as shipped is
+taken over the same way without asking.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class Facts:
     packages: frozenset[str] = frozenset()  # of those asked about, the installed ones
     owned: frozenset[str] = frozenset()  # paths the node's manifest (or an interrupted push) claims
     adopted: dict[str, str] = field(default_factory=dict)  # path -> backup, from the node's manifest
+    pristine: frozenset[str] = frozenset()  # package configuration files as shipped (dpkg's md5)
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ class HostPlan:
     modules: list[str] = field(default_factory=list)  # to load
     imports: list[str] = field(default_factory=list)  # image tarballs to import into containerd
     foreign: list[str] = field(default_factory=list)  # existing files hardway does not own (foreign())
-    adopt: dict[str, str] = field(default_factory=dict)  # `up --adopt`: foreign path -> its backup
+    adopt: dict[str, str] = field(default_factory=dict)  # taken over, original kept: path -> backup
 
     @property
     def empty(self) -> bool:
@@ -93,14 +95,25 @@ def _change(f, fact: FileFact | None) -> Change | None:
 FOREIGN = "foreign: would refuse (or adopt with --adopt)"
 
 
-def foreign(items: dict, facts: Facts) -> list[str]:
+def _not_ours(items: dict, facts: Facts) -> list[str]:
     """Paths the host has, that hardway does not own (neither its manifest nor an interrupted
-    push claims them), and whose content differs from ours: someone else's haproxy.cfg,
-    containerd config or runc. A file identical to ours is simply taken over. hardway's own
-    state directory is its own."""
+    push claims them), and whose content differs from ours. A file identical to ours is simply
+    taken over; hardway's own state directory is its own."""
     return sorted(p for p, f in items.items()
                   if (fact := facts.files.get(p)) is not None and fact.sha256 != f.sha256
                   and p not in facts.owned and not p.startswith(HARDWAY_STATE + "/"))
+
+
+def foreign(items: dict, facts: Facts) -> list[str]:
+    """Files not ours that someone made or edited: a haproxy.cfg, a containerd config, a runc."""
+    return [p for p in _not_ours(items, facts) if p not in facts.pristine]
+
+
+def adoptions(items: dict, facts: Facts, adopt: bool) -> dict[str, str]:
+    """Files a push takes over keeping the original (path -> backup): a package's configuration
+    file as shipped always (hardway asks for the package; nobody's work is in that file, e.g.
+    Debian haproxy's haproxy.cfg), foreign ones with `adopt`."""
+    return {p: backup_path(p) for p in _not_ours(items, facts) if adopt or p in facts.pristine}
 
 
 def plan_host(bundle: Bundle, facts: Facts, items: dict | None = None,
@@ -110,15 +123,16 @@ def plan_host(bundle: Bundle, facts: Facts, items: dict | None = None,
     file is planned as a write marked FOREIGN (`up` refuses it), or, with `adopt`, as one
     whose original the push first keeps under desired.BACKUP_DIR."""
     items = items if items is not None else bundle.files
-    plan = HostPlan(bundle.node, foreign=foreign(items, facts))
-    if adopt:
-        plan.adopt = {p: backup_path(p) for p in plan.foreign}
+    plan = HostPlan(bundle.node, foreign=foreign(items, facts), adopt=adoptions(items, facts, adopt))
     changed: set[str] = set()
     for path, f in sorted(items.items()):
         c = _change(f, facts.files.get(path))
         if c is not None:
-            if path in plan.foreign:
-                c = Change(path, f"adopt: original kept in {plan.adopt[path]}" if adopt else FOREIGN)
+            if path in plan.adopt:
+                what = "package default" if path in facts.pristine else "adopt"
+                c = Change(path, f"{what}: original kept in {plan.adopt[path]}")
+            elif path in plan.foreign:
+                c = Change(path, FOREIGN)
             plan.writes.append((f, c))
             changed.add(path)
     plan.daemon_reload = any(p.startswith("/etc/systemd/system/") for p in changed)
@@ -146,10 +160,7 @@ def plan_host(bundle: Bundle, facts: Facts, items: dict | None = None,
 def plan_for(d: Desired, facts: Facts, adopt: bool = False) -> HostPlan:
     """The plan for one host, its manifest first brought up to date with what is adopted:
     earlier adoptions (the node's manifest) and, with `adopt`, this run's foreign files."""
-    adopted = dict(facts.adopted)
-    if adopt:
-        adopted.update((p, backup_path(p)) for p in foreign(d.items, facts))
-    record_adopted(d, adopted)
+    record_adopted(d, {**facts.adopted, **adoptions(d.items, facts, adopt)})
     return plan_host(d.bundle, facts, d.items, d.images, adopt)
 
 
@@ -178,5 +189,5 @@ def summary(plans: Iterable[HostPlan]) -> str:
             f"{starts} unit(s) to start, {restarts} to restart")
 
 
-__all__ = ["FOREIGN", "Change", "Facts", "FileFact", "HostPlan", "describe", "foreign", "plan_for", "plan_host",
-           "summary", "File"]
+__all__ = ["FOREIGN", "Change", "Facts", "FileFact", "HostPlan", "adoptions", "describe", "foreign", "plan_for",
+           "plan_host", "summary", "File"]
