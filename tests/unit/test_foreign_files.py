@@ -146,6 +146,29 @@ def test_facts_tell_package_configuration_files_as_shipped(tmp_path):
     assert parse_facts("n", out).pristine == {str(shipped)}
 
 
+def test_an_adoption_cut_off_before_the_manifest_is_still_recorded(tmp_path):
+    """The backup is made before any rename and the manifest lands last: should the push stop
+    in between, the next run (even without --adopt) finds the backup and records it."""
+    d = worker(tmp_path)
+    root = tmp_path / "root"
+    theirs = root / CONTAINERD.lstrip("/")
+    theirs.parent.mkdir(parents=True)
+    theirs.write_bytes(THEIRS)
+    plan = plan_for(d, host_with(CONTAINERD, THEIRS), adopt=True)
+    i = [f.path for f, _ in plan.writes].index(MANIFEST) - 1
+    late, change = plan.writes[i]
+    plan.writes[i] = (replace(late, owner="no-such-user:root"), change)
+    assert _push(plan, root).returncode != 0 and not (root / MANIFEST.lstrip("/")).exists()
+    state = root / "var/lib/hardway"
+    script = facts_script([], [], [], []).replace("/var/lib/hardway", str(state))
+    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout
+    assert f"B {state}/backup{CONTAINERD}" in out.splitlines()  # what the node reports
+    facts = parse_facts("worker-0", out.replace(str(state), "/var/lib/hardway"))
+    assert facts.adopted == {CONTAINERD: BACKUP_DIR + CONTAINERD} and CONTAINERD in facts.owned
+    plan_for(d, replace(facts, files={CONTAINERD: FileFact(d.items[CONTAINERD].sha256, 0o644, "root:root")}))
+    assert json.loads(d.items[MANIFEST].content)["adopted"] == {CONTAINERD: BACKUP_DIR + CONTAINERD}
+
+
 def test_up_refuses_foreign_files_naming_each_host_and_path(tmp_path):
     d = worker(tmp_path)
     a = plan_host(d.bundle, host_with(CONTAINERD, THEIRS), d.items)

@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import shlex
 
-from .desired import CLAIMS, HARDWAY_STATE, MANIFEST, PENDING, SUMS, Desired
+from .desired import BACKUP_DIR, CLAIMS, HARDWAY_STATE, MANIFEST, PENDING, SUMS, Desired
 from ..errors import OperationError
 from .plan import Facts, FileFact
+from .push import SUFFIX
 from .transport import Transport, check
 
 
@@ -76,6 +77,7 @@ for u in {q(units) if units else ''}; do echo "U $u $(systemctl is-active "$u" 2
 [ -f {PENDING} ] && sed 's/^/P /' {PENDING}
 [ -f {MANIFEST} ] && sed 's/^/J /' {MANIFEST}
 [ -f {CLAIMS} ] && sed 's/^/L /' {CLAIMS}
+[ -d {BACKUP_DIR} ] && find {BACKUP_DIR} \\( -type f -o -type l \\) ! -name '*{SUFFIX}' | sed 's/^/B /'
 if [ -S /run/containerd/containerd.sock ] && command -v ctr >/dev/null; then
   ctr -n k8s.io images ls -q 2>/dev/null | sed 's/^/I /'
 fi
@@ -107,6 +109,7 @@ def parse_facts(node: str, text: str) -> Facts:
     manifest: list[str] = []
     claims: set[str] = set()
     pristine: set[str] = set()
+    kept: dict[str, str] = {}
     for line in text.splitlines():
         tag, _, rest = line.partition(" ")
         if tag == "J":
@@ -115,6 +118,10 @@ def parse_facts(node: str, text: str) -> Facts:
             claims.add(rest.strip())
         elif tag == "F":
             pristine.add(rest.strip())
+        elif tag == "B" and rest.startswith(BACKUP_DIR + "/"):
+            # A backup is itself the record of an adoption, should the push that made it have
+            # stopped before its manifest landed.
+            kept[rest.removeprefix(BACKUP_DIR)] = rest
         elif tag == "S":
             mode, owner, _size, _ino, _ctime, path = rest.split(" ", 5)
             stat[path] = (int(mode, 8), owner)
@@ -149,7 +156,7 @@ def parse_facts(node: str, text: str) -> Facts:
         cgroup_version=CGROUP_FS.get(info.get("G", ""), 0),
         files=files, active_units=frozenset(units), pending_restarts=tuple(dict.fromkeys(pending)),
         images=frozenset(images), sysctls=sysctls, modules=modules, packages=frozenset(packages),
-        owned=frozenset(owned | claims), adopted=adopted, pristine=frozenset(pristine),
+        owned=frozenset(owned | claims), adopted={**kept, **adopted}, pristine=frozenset(pristine),
     )
 
 
