@@ -269,6 +269,16 @@ def test_first_fetch_writes_the_lock_and_the_next_one_reads_it(small, tmp_path):
     assert "1 of" in str(e.value) and "etcd:" in str(e.value) and H1 in str(e.value)
 
 
+@pytest.mark.parametrize("text", ["not json", '{"artifacts": {"etcd": {"path": "x"}}}', "[]"])
+def test_a_damaged_lock_is_a_clear_error_not_a_fresh_start(small, tmp_path, text):
+    spec, root, _contents, store = small
+    (tmp_path / "artifacts.lock").write_text(text)
+    with pytest.raises(UsageError) as e:  # silently starting over would accept any bytes
+        fetch_for_spec(spec, tmp_path, store=store, mirror=str(root))
+    assert str(tmp_path / "artifacts.lock") in str(e.value) and "restore it" in str(e.value)
+    assert (tmp_path / "artifacts.lock").read_text() == text
+
+
 def test_hostile_mirror_with_matching_checksum_file_is_refused(small, tmp_path):
     spec, root, contents, _store = small
     with serving(root) as url:
