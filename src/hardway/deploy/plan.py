@@ -47,7 +47,7 @@ class Facts:
     modules: dict[str, bool] = field(default_factory=dict)
     packages: frozenset[str] = frozenset()  # of those asked about, the installed ones
     owned: frozenset[str] = frozenset()  # paths the node's manifest (or an interrupted push) claims
-    adopted: dict[str, str] = field(default_factory=dict)  # path -> backup, from the node's manifest
+    adopted: dict[str, str] = field(default_factory=dict)  # path -> backup: the manifest's, and backups found
     pristine: frozenset[str] = frozenset()  # package configuration files as shipped (dpkg's md5)
 
 
@@ -159,7 +159,8 @@ def plan_host(bundle: Bundle, facts: Facts, items: dict | None = None,
 
 def plan_for(d: Desired, facts: Facts, adopt: bool = False) -> HostPlan:
     """The plan for one host, its manifest first brought up to date with what is adopted:
-    earlier adoptions (the node's manifest) and, with `adopt`, this run's foreign files."""
+    earlier adoptions (facts.adopted), this run's package defaults and, with `adopt`, its
+    foreign files."""
     record_adopted(d, {**facts.adopted, **adoptions(d.items, facts, adopt)})
     return plan_host(d.bundle, facts, d.items, d.images, adopt)
 
