@@ -85,10 +85,11 @@ def render(directory: str | Path = ".", out: str | Path | None = None) -> tuple[
 
 
 def up(directory: str | Path = ".", progress=lambda _m: None, timeout: float = 300,
-       parallel: int = 16, local: tuple[str, ...] = ()):
-    """Bring the cluster up, or up to date: idempotent (deploy/up.py)."""
+       parallel: int = 16, local: tuple[str, ...] = (), adopt: bool = False):
+    """Bring the cluster up, or up to date: idempotent (deploy/up.py). A file on a host that
+    hardway does not own and would change is refused, unless `adopt` (its original is kept)."""
     from .deploy.up import Options, up as _up
-    return _up(directory, progress, Options(timeout, parallel, local))
+    return _up(directory, progress, Options(timeout, parallel, local, adopt))
 
 
 def diff(directory: str | Path = ".", progress=lambda _m: None, parallel: int = 16,

@@ -5,6 +5,7 @@
     DIR/kubeconfigs/*.kubeconfig
     DIR/secrets/encryption-key   (and vrrp-password with keepalived): see cluster_secrets.py
     DIR/bundles/NODE/...    `hardway render` output (default location)
+    DIR/artifacts.lock      sha256 of every artifact, recorded at the first fetch (artifacts/lock.py)
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ class ClusterDir:
 
     def secret(self, name: str) -> Path:
         return self.secrets / name
+
+    @property
+    def artifacts_lock(self) -> Path:
+        return self.root / "artifacts.lock"
 
     @property
     def encryption_key(self) -> Path:

@@ -4,6 +4,7 @@ made here (tiny stand-in files in the real layout). Runs anywhere; traffic only 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from hardway.artifacts.fetch import Source, Store, fetch, fetch_for_spec
 from hardway.artifacts.layout import ChecksumFormatError, expected_digest, parse_checksums
 from hardway.artifacts.mirror import Entry, write_tgz
 from hardway.artifacts.serve import serving
-from hardway.errors import OperationError, UsageError
+from hardway.errors import OperationError, SpecError, UsageError
 from tests.specs import make_spec
 
 H1 = "a" * 64
@@ -215,15 +216,132 @@ def test_missing_file_and_bad_checksum_file(small, tmp_path):
     assert "etcd: checksum file" in msg and "SHA256SUMS" in msg
 
 
-def test_local_mirror_rebuilt_is_followed(small, tmp_path):
+def test_local_mirror_rebuilt_is_followed_once_the_lock_is_updated(small, tmp_path):
     spec, root, _contents, store = small
     fetch_for_spec(spec, tmp_path, store=store, mirror=str(root))
     d = layout.kubernetes_binary(spec.kubernetes.version, "kubelet")
     new = b"#!/bin/sh\necho new kubelet\n"
     (root / d.path).write_bytes(new)
     (root / d.checksum_path).write_text(hashlib.sha256(new).hexdigest())
-    r = fetch_for_spec(spec, tmp_path, store=store, mirror=str(root))
+    with pytest.raises(OperationError, match="--update-lock"):
+        fetch_for_spec(spec, tmp_path, store=store, mirror=str(root))
+    r = fetch_for_spec(spec, tmp_path, store=store, mirror=str(root), update_lock=True)
     assert r.downloaded == ["kubernetes-server/kubelet"] and r["kubernetes-server/kubelet"].read_bytes() == new
+    assert _lock(tmp_path)["kubernetes-server/kubelet"]["sha256"] == hashlib.sha256(new).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# trust beyond the mirror: the cluster's lock file and the spec's pinned digests
+
+
+def _lock(cluster: Path) -> dict:
+    return json.loads((cluster / "artifacts.lock").read_text())["artifacts"]
+
+
+def _replace_consistently(root: Path, d: layout.Download, data: bytes) -> str:
+    """What a hostile mirror does: new bytes, and a checksum file that agrees with them."""
+    (root / d.path).write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    sums = (root / d.checksum_path).read_text().splitlines()
+    (root / d.checksum_path).write_text("".join(
+        layout.sha256sum_line(digest, d.filename) if line.endswith(d.filename) else line + "\n" for line in sums))
+    return digest
+
+
+def test_first_fetch_writes_the_lock_and_the_next_one_reads_it(small, tmp_path):
+    spec, root, contents, store = small
+    fetch_for_spec(spec, tmp_path, store=store, mirror=str(root))
+    text = (tmp_path / "artifacts.lock").read_text()
+    lock = _lock(tmp_path)
+    assert list(lock) == sorted(contents)  # every artifact, sorted: reviewable like code
+    paths = {d.key: d.path for d in layout.downloads_for_spec(spec)}
+    for key, data in contents.items():
+        assert lock[key] == {"path": paths[key], "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+        assert sum(key in line for line in text.splitlines()) == 1  # one line per artifact
+    # A second fetch from the same mirror agrees and leaves the file alone.
+    before = (tmp_path / "artifacts.lock").stat().st_mtime_ns
+    fetch_for_spec(spec, tmp_path, store=store, mirror=str(root))
+    assert (tmp_path / "artifacts.lock").stat().st_mtime_ns == before
+    # ...and it is read: a recorded digest that the (unchanged) mirror does not offer is refused.
+    (tmp_path / "artifacts.lock").write_text(text.replace(lock["etcd"]["sha256"], H1))
+    with pytest.raises(OperationError) as e:
+        fetch_for_spec(spec, tmp_path, store=store, mirror=str(root))
+    assert "1 of" in str(e.value) and "etcd:" in str(e.value) and H1 in str(e.value)
+
+
+@pytest.mark.parametrize("text", ["not json", '{"artifacts": {"etcd": {"path": "x"}}}', "[]"])
+def test_a_damaged_lock_is_a_clear_error_not_a_fresh_start(small, tmp_path, text):
+    spec, root, _contents, store = small
+    (tmp_path / "artifacts.lock").write_text(text)
+    with pytest.raises(UsageError) as e:  # silently starting over would accept any bytes
+        fetch_for_spec(spec, tmp_path, store=store, mirror=str(root))
+    assert str(tmp_path / "artifacts.lock") in str(e.value) and "restore it" in str(e.value)
+    assert (tmp_path / "artifacts.lock").read_text() == text
+
+
+def test_hostile_mirror_with_matching_checksum_file_is_refused(small, tmp_path):
+    spec, root, contents, _store = small
+    with serving(root) as url:
+        fetch_for_spec(spec, tmp_path, store=Store(tmp_path / "cache-1"), mirror=url)
+    d = layout.runc(spec.artifacts.versions.runc)
+    recorded = hashlib.sha256(contents["runc"]).hexdigest()
+    offered = _replace_consistently(root, d, b"#!/bin/sh\necho owned\n")
+    lock_text = (tmp_path / "artifacts.lock").read_text()
+    fresh = Store(tmp_path / "cache-2")  # another machine, or a cleared cache: nothing to fall back on
+    with serving(root) as url, pytest.raises(OperationError) as e:
+        fetch_for_spec(spec, tmp_path, store=fresh, mirror=url)
+    msg = str(e.value)
+    assert "1 of" in msg and "runc:" in msg and recorded in msg and offered in msg
+    assert "artifacts fetch --update-lock" in msg and str(tmp_path / "artifacts.lock") in msg
+    assert not fresh.blob(offered).exists()  # refused before the transfer
+    assert (tmp_path / "artifacts.lock").read_text() == lock_text
+    # A deliberate change: accepted with --update-lock, and the lock now says so.
+    with serving(root) as url:
+        r = fetch_for_spec(spec, tmp_path, store=fresh, mirror=url, update_lock=True)
+    assert r["runc"] == fresh.blob(offered) and _lock(tmp_path)["runc"]["sha256"] == offered
+
+
+def _pin(**digests):
+    return lambda data: data.setdefault("artifacts", {}).update(images=["web-1.0"], digests=digests)
+
+
+def test_pinned_digests_overrule_the_mirror_and_the_lock(small, tmp_path):
+    spec, root, contents, store = small
+    kubelet = hashlib.sha256(contents["kubernetes-server/kubelet"]).hexdigest()
+    pinned = make_spec(edit=_pin(**{"kubernetes-server/kubelet": f"sha256:{kubelet.upper()}"}))
+    assert pinned.artifacts.digests == {"kubernetes-server/kubelet": f"sha256:{kubelet}"}
+    fetch_for_spec(pinned, tmp_path / "a", store=store, mirror=str(root))  # agrees: fetched
+    # A pin that the checksum file does not confirm is refused, though file and checksum agree.
+    wrong = make_spec(edit=_pin(**{"kubernetes-server/kubelet": f"sha256:{H1}", "etcd": f"sha256:{H2}"}))
+    with pytest.raises(OperationError) as e:
+        fetch_for_spec(wrong, tmp_path / "b", store=Store(tmp_path / "fresh"), mirror=str(root))
+    msg = str(e.value)
+    assert "2 of" in msg and f"pins sha256:{H1}" in msg and kubelet in msg and f"pins sha256:{H2}" in msg
+    assert not Store(tmp_path / "fresh").blob(kubelet).exists()
+    # A hostile mirror on the very first fetch (no lock yet) is caught by a pin.
+    d = layout.etcd(spec.artifacts.versions.etcd)
+    etcd = hashlib.sha256(contents["etcd"]).hexdigest()
+    _replace_consistently(root, d, b"not etcd")
+    with pytest.raises(OperationError, match=f"pins sha256:{etcd}"):
+        fetch_for_spec(make_spec(edit=_pin(etcd=f"sha256:{etcd}")), tmp_path / "c", store=store, mirror=str(root))
+    # The pin is the user's deliberate word: a pinned change passes the lock, and is recorded.
+    offered = hashlib.sha256(b"not etcd").hexdigest()
+    with pytest.raises(OperationError, match="--update-lock"):
+        fetch_for_spec(spec, tmp_path / "a", store=store, mirror=str(root))
+    fetch_for_spec(make_spec(edit=_pin(etcd=f"sha256:{offered}")), tmp_path / "a", store=store, mirror=str(root))
+    assert _lock(tmp_path / "a")["etcd"]["sha256"] == offered
+
+
+@pytest.mark.parametrize("digests, error", [
+    ({"etcd": "abc"}, "artifacts.digests.etcd: 'abc' is not a digest like sha256:<64 hex digits>"),
+    ({"etcd": H1}, "is not a digest like sha256:"),  # the algorithm is part of the value
+    ({"kubernetes-server/kublet": f"sha256:{H1}"}, "did you mean 'kubernetes-server/kubelet'?"),
+    ({"image/nope": f"sha256:{H1}"}, "this spec fetches no artifact 'image/nope'"),
+])
+def test_pins_are_validated(digests, error):
+    with pytest.raises(SpecError) as e:
+        make_spec(edit=_pin(**digests))
+    assert error in str(e.value)
 
 
 def test_image_paths_are_local_files(tmp_path):
@@ -307,6 +425,23 @@ def test_cli_fetch_twice_and_tampered(small, tmp_path):
     assert not store.blob(hashlib.sha256(data).hexdigest()).exists()
     assert not store.blob(hashlib.sha256(contents["containerd"]).hexdigest()).exists()
     assert not any(d.filename in u for u in store.index())
+
+
+def test_cli_refuses_a_changed_artifact_until_the_lock_is_updated(small, tmp_path):
+    spec, root, _contents, _store = small
+    cluster = tmp_path / "cluster"
+    assert hw("init", str(cluster), "--mirror", str(root)).returncode == 0
+    text = (cluster / "cluster.yaml").read_text()
+    (cluster / "cluster.yaml").write_text(text.replace("  images: [pause-3.2, web-1.0]", "  images: [web-1.0]", 1))
+    env = {"HARDWAY_CACHE": str(tmp_path / "cli-cache")}
+    r = hw("-C", str(cluster), "artifacts", "fetch", env=env)
+    assert r.returncode == 0 and "artifacts.lock: recorded" in r.stderr, r.stderr
+    offered = _replace_consistently(root, layout.image("web-1.0"), b"not the web image")
+    r = hw("-C", str(cluster), "artifacts", "fetch", env=env)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "image/web-1.0:" in r.stderr and offered in r.stderr and "--update-lock" in r.stderr
+    r = hw("-C", str(cluster), "artifacts", "fetch", "--update-lock", env=env)
+    assert r.returncode == 0 and "image/web-1.0: sha256 " in r.stderr and offered in r.stderr, r.stderr
 
 
 def test_cli_usage_errors(tmp_path):

@@ -13,9 +13,10 @@ from tests.specs import make_spec
 def bundle_and_facts(preset="basic", node="worker-0", edit=None):
     spec = make_spec(preset, edit=edit)
     b = render_cluster(spec, fake_material(spec)).nodes[node]
+    # A host hardway converged: every file in place and listed in its manifest.
     facts = Facts(node, files={p: FileFact(f.sha256, f.mode, f.owner) for p, f in b.files.items()},
                   active_units=frozenset(u.name for u in b.units), sysctls=dict(b.sysctls),
-                  modules={m: True for m in b.modules})
+                  modules={m: True for m in b.modules}, owned=frozenset(b.files))
     return b, facts
 
 
@@ -79,7 +80,7 @@ def test_a_replaced_binary_restarts_the_unit_that_runs_it(tmp_path):
     items = dict(b.files)
     items["/usr/local/bin/kubelet"] = Blob("/usr/local/bin/kubelet", "ab" * 32, 11, kubelet)
     files = dict(facts.files, **{"/usr/local/bin/kubelet": FileFact("cd" * 32, 0o755, "root:root")})
-    p = plan_host(b, replace(facts, files=files), items)
+    p = plan_host(b, replace(facts, files=files, owned=facts.owned | {"/usr/local/bin/kubelet"}), items)
     assert [c.reason for _, c in p.writes] == ["content"]
     assert p.restarts == ["kubelet.service"]
 

@@ -8,6 +8,10 @@ beside it (layout.py), then stored content-addressed under `cache_dir()/blobs/sh
 the same source transfers nothing. A download goes to a temporary file and is renamed into
 the store only after its digest matched: a bad file is never cached.
 
+A checksum file vouches only as far as its source is trusted. `fetch_for_spec` also holds
+every digest to the cluster's `DIR/artifacts.lock` (recorded at the first fetch, lock.py) and
+to the digests pinned in `spec.artifacts.digests`, whatever the source publishes.
+
 The deploy step gets programs with `Fetched.binary(artifact, name)`, which matches
 `hardway.render.Binary(name, artifact)`: a plain binary is its blob; a program inside an
 archive is extracted once into `cache_dir()/unpacked/<archive digest>/<name>`.
@@ -30,11 +34,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from ..clusterdir import ClusterDir
 from ..errors import OperationError, UsageError
 from . import layout
 from .cache import cache_dir, sha256_file
 from .debian import Progress, _quiet
 from .layout import ChecksumFormatError, Download
+from .lock import ArtifactLock
 
 TIMEOUT = 60  # seconds without progress on one connection
 CHUNK = 1 << 20
@@ -286,11 +292,27 @@ def _download(source: Source, d: Download, expected: str, checksum_url: str, sto
         tmp.unlink(missing_ok=True)
 
 
+def _vouch(d: Download, digest: str, offered_by: str, pins: Mapping[str, str], lock: ArtifactLock | None) -> None:
+    """Refuse a digest that the spec's pin or the cluster's lock (lock.py) contradicts. A pin is
+    the user's deliberate word: it is checked instead of the lock, and then recorded in it."""
+    pinned = pins.get(d.key)
+    if pinned is not None:
+        if pinned.removeprefix("sha256:") != digest:
+            raise OperationError(f"{offered_by} offers sha256 {digest} for {d.filename}, but spec.artifacts.digests "
+                                 f"pins {pinned}; nothing was taken. Check the pin, or the source.")
+    elif lock is not None:
+        lock.check(d, digest, offered_by)
+
+
 def fetch(downloads: Iterable[Download], source: Source, store: Store | None = None,
-          progress: Progress = _quiet) -> Fetched:
+          progress: Progress = _quiet, lock: ArtifactLock | None = None,
+          pins: Mapping[str, str] | None = None) -> Fetched:
     """Fetch and verify each download (see the module doc). Raises OperationError naming every
-    file that failed, after fetching the others."""
+    file that failed, after fetching the others. With `lock`, a digest other than the recorded
+    one is refused and every digest taken is recorded (lock.py); `pins`: key -> "sha256:<hex>"
+    that the checksum file must agree with."""
     store = store or Store()
+    pins = pins or {}
     downloads = list(downloads)
     result = Fetched({}, {d.key: d for d in downloads}, store, source=source.describe())
     checksum_texts: dict[str, str] = {}
@@ -314,47 +336,58 @@ def fetch(downloads: Iterable[Download], source: Source, store: Store | None = N
                 if expected_for(d)[0] != known:
                     known = None
             if known:
+                _vouch(d, known, f"the cache's record of {url}", pins, lock)
                 path = store.blob(known)
                 if d.executable and not os.access(path, os.X_OK):
                     os.chmod(path, 0o755)
                 result.files[d.key] = path
                 result.reused.append(d.key)
+                if lock is not None:
+                    lock.record(d, known, path.stat().st_size)
                 continue
             expected, curl = expected_for(d)
+            _vouch(d, expected, curl, pins, lock)
             blob = store.blob(expected)
-            if blob.exists() and blob.stat().st_size > 0:
-                # Same content already cached from another source: verify it, skip the transfer.
-                if sha256_file(blob) == expected:
-                    if d.executable:
-                        os.chmod(blob, 0o755)
-                    store.record(url, expected, blob.stat().st_size)
-                    result.files[d.key] = blob
-                    result.reused.append(d.key)
-                    continue
-                blob.unlink()
-            size = _download(source, d, expected, curl, store, progress)
+            if blob.exists() and blob.stat().st_size > 0 and sha256_file(blob) == expected:
+                # Same content already cached from another source: skip the transfer.
+                if d.executable:
+                    os.chmod(blob, 0o755)
+                size = blob.stat().st_size
+                result.reused.append(d.key)
+            else:
+                blob.unlink(missing_ok=True)
+                size = _download(source, d, expected, curl, store, progress)
+                result.downloaded.append(d.key)
             store.record(url, expected, size)
             result.files[d.key] = blob
-            result.downloaded.append(d.key)
+            if lock is not None:
+                lock.record(d, expected, size)
         except OperationError as e:
             failures.append(f"{d.key}: {e}")
             progress(f"FAILED {d.key}: {str(e).splitlines()[0]}")
+    if lock is not None and lock.save():
+        # Even after a failure: what was verified stays recorded.
+        progress(f"{lock.path}: " + "; ".join(lock.changes) + " (commit it with cluster.yaml)")
     if failures:
         raise OperationError(f"{len(failures)} of {len(downloads)} artifact(s) failed:\n" + "\n".join(failures))
     return result
 
 
 def fetch_for_spec(spec, base_dir: Path | None = None, progress: Progress = _quiet,
-                   store: Store | None = None, mirror: str | None = None) -> Fetched:
-    """Everything `spec` needs (layout.downloads_for_spec), from `mirror` or spec.artifacts.mirror.
+                   store: Store | None = None, mirror: str | None = None,
+                   update_lock: bool = False) -> Fetched:
+    """Everything `spec` needs (layout.downloads_for_spec), from `mirror` or spec.artifacts.mirror,
+    each digest held to spec.artifacts.digests and to `base_dir`/artifacts.lock (lock.py;
+    `update_lock` accepts digests that differ from it).
 
     Image entries that are paths (layout.image_is_path) are not fetched: they map to the
     file itself, relative to `base_dir` (the cluster directory), which must exist.
     """
     base_dir = Path(base_dir) if base_dir is not None else Path(".")
     source = Source(mirror if mirror is not None else spec.artifacts.mirror, base_dir)
+    lock = ArtifactLock.load(ClusterDir.at(base_dir).artifacts_lock, update_lock)
     progress(f"fetching from {source.describe()}")
-    result = fetch(layout.downloads_for_spec(spec), source, store, progress)
+    result = fetch(layout.downloads_for_spec(spec), source, store, progress, lock, spec.artifacts.digests)
     missing = []
     for entry in spec.artifacts.images:
         if layout.image_is_path(entry):

@@ -89,16 +89,22 @@ def serve(directory: Path, port: int, quiet: bool) -> None:
 @DIR_OPTION
 @click.option("--mirror", "mirror_", metavar="URL_OR_DIR",
               help="Fetch from this mirror instead of spec.artifacts.mirror (or upstream).")
-def fetch(directory: Path, mirror_: str | None) -> None:
+@click.option("--update-lock", is_flag=True,
+              help="Accept digests that differ from DIR/artifacts.lock (a deliberately rebuilt mirror) "
+                   "and record them; review the lock file's diff.")
+def fetch(directory: Path, mirror_: str | None, update_lock: bool) -> None:
     """Download and verify everything cluster.yaml needs into the cache (by sha256);
-    print where each file is. A second run downloads nothing."""
+    print where each file is. A second run downloads nothing.
+
+    The first fetch records every digest in DIR/artifacts.lock; a later fetch that is offered
+    other bytes (even with a matching checksum file) is refused unless --update-lock."""
     from ..artifacts.fetch import fetch_for_spec
 
     loaded = api.validate(directory)
     for w in loaded.warnings:
         err.print(f"warning: {w}", markup=False)
     started = time.monotonic()
-    r = fetch_for_spec(loaded.spec, directory, _progress, mirror=mirror_)
+    r = fetch_for_spec(loaded.spec, directory, _progress, mirror=mirror_, update_lock=update_lock)
     for key in sorted(r):
         out.print(f"{key:42} {r[key]}", markup=False, highlight=False)
     out.print(f"{len(r)} artifact(s) from {r.source}: {len(r.downloaded)} downloaded and verified, "

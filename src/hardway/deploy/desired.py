@@ -20,6 +20,10 @@ HARDWAY_STATE = "/var/lib/hardway"
 MANIFEST = f"{HARDWAY_STATE}/manifest.json"
 PENDING = f"{HARDWAY_STATE}/pending-restarts"
 SUMS = f"{HARDWAY_STATE}/sums"  # facts.py: sha256 cache keyed by size, inode, ctime
+# Paths a push is about to write, recorded before its first rename and removed once the
+# manifest (which then lists them) is in place: an interrupted push still owns what it wrote.
+CLAIMS = f"{HARDWAY_STATE}/claims"
+BACKUP_DIR = f"{HARDWAY_STATE}/backup"  # `up --adopt`: the originals of adopted files
 IMAGES_DIR = f"{HARDWAY_STATE}/images"
 CNI_BIN = "/opt/cni/bin"
 CNI_PLUGINS = "cni-plugins"
@@ -84,16 +88,30 @@ def _blob(path: str, source: Path, mode: int) -> Blob:
     return Blob(path, file_sha256(source), source.stat().st_size, source, mode)
 
 
-def manifest_file(d: Desired) -> File:
-    """What hardway owns on the node: `reset` removes exactly this; a re-run compares with it."""
+def backup_path(path: str) -> str:
+    """Where `up --adopt` keeps the original of a file it took over."""
+    return BACKUP_DIR + path
+
+
+def manifest_file(d: Desired, adopted: Mapping[str, str] | None = None) -> File:
+    """What hardway owns on the node: `reset` removes exactly this and puts each adopted file's
+    original (path -> its backup) back; `up` treats any other existing file as foreign."""
     doc = {
         "generatedBy": "hardway up (do not edit: rewritten on every change)",
         "node": d.node,
-        "files": {p: it.sha256 for p, it in sorted(d.items.items())},
+        "files": {p: it.sha256 for p, it in sorted(d.items.items()) if p != MANIFEST},
         "units": d.unit_names,
         "images": {p: refs for p, refs in sorted(d.images.items())},
     }
+    if adopted:  # absent otherwise: manifests written before adoption existed stay unchanged
+        doc["adopted"] = dict(sorted(adopted.items()))
     return File(MANIFEST, (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode(), 0o644)
+
+
+def record_adopted(d: Desired, adopted: Mapping[str, str]) -> None:
+    """Rewrite the node's manifest to list `adopted` (path -> backup): earlier adoptions, which
+    the node's manifest lists, and this run's."""
+    d.items[MANIFEST] = manifest_file(d, adopted)
 
 
 def desired_for(bundle: Bundle, binaries: Mapping[Binary, Path],

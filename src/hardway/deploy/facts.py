@@ -1,17 +1,21 @@
 """Facts: one round trip per host, a POSIX shell script (nodes need no Python), parsed here.
 
-The script reports, one tagged line each: arch, kernel, OS, swap, stat + sha256 of every
-managed path, each unit's state, units whose restart is still owed from an interrupted run,
-the images containerd holds, the current value of each sysctl and whether each kernel module
-is present (built in or loaded).
+The script reports, one tagged line each: arch, kernel, OS, swap, cgroup version, stat +
+sha256 of every managed path, each unit's state, units whose restart is still owed from an
+interrupted run, hardway's manifest and claims (which files it owns), which of the needed
+packages' configuration files are as shipped, the images containerd holds, the current value of each sysctl and whether each kernel module is present (built in
+or loaded).
 """
 
 from __future__ import annotations
 
+import json
 import shlex
 
-from .desired import HARDWAY_STATE, PENDING, SUMS, Desired
+from .desired import BACKUP_DIR, CLAIMS, HARDWAY_STATE, MANIFEST, PENDING, SUMS, Desired
+from ..errors import OperationError
 from .plan import Facts, FileFact
+from .push import SUFFIX
 from .transport import Transport, check
 
 
@@ -66,18 +70,30 @@ echo "K $(uname -r)"
 echo "O $(. /etc/os-release 2>/dev/null; echo "${{PRETTY_NAME:-unknown}}")"
 echo "W $(tail -n +2 /proc/swaps 2>/dev/null | wc -l)"
 command -v systemctl >/dev/null && echo "Y systemd" || echo "Y none"
+echo "G $(stat -fc %T /sys/fs/cgroup 2>/dev/null)"
 set -- {q(paths)}
 {HASH_SCRIPT}
 for u in {q(units) if units else ''}; do echo "U $u $(systemctl is-active "$u" 2>/dev/null)"; done
 [ -f {PENDING} ] && sed 's/^/P /' {PENDING}
+[ -f {MANIFEST} ] && sed 's/^/J /' {MANIFEST}
+[ -f {CLAIMS} ] && sed 's/^/L /' {CLAIMS}
+[ -d {BACKUP_DIR} ] && find {BACKUP_DIR} \\( -type f -o -type l \\) ! -name '*{SUFFIX}' | sed 's/^/B /'
 if [ -S /run/containerd/containerd.sock ] && command -v ctr >/dev/null; then
   ctr -n k8s.io images ls -q 2>/dev/null | sed 's/^/I /'
 fi
 for k in {q(sysctls) if sysctls else ''}; do echo "C $k $(cat /proc/sys/$(echo $k | tr . /) 2>/dev/null)"; done
 {_module_checks(modules)}
 for p in {q(packages) if packages else ''}; do dpkg-query -W -f='D ${{Package}} ${{Status}}\\n' "$p" 2>/dev/null | grep ' installed$' | cut -d' ' -f1-2; done
+# The packages' configuration files still as shipped (dpkg's md5): a package default, not a user's file.
+for p in {q(packages) if packages else ''}; do dpkg-query -W -f='${{Conffiles}}\\n' "$p" 2>/dev/null; done |
+  while read -r f md5 _; do [ -f "$f" ] && [ "$(md5sum < "$f" | cut -c1-32)" = "$md5" ] && echo "F $f"; done
 true
 """
+
+
+# The filesystem at /sys/fs/cgroup, as the kubelet tells (libcontainer's IsCgroup2UnifiedMode):
+# cgroup2fs is v2; tmpfs holds v1 hierarchies (a hybrid host counts as v1).
+CGROUP_FS = {"cgroup2fs": 2, "tmpfs": 1}
 
 
 def parse_facts(node: str, text: str) -> Facts:
@@ -90,9 +106,23 @@ def parse_facts(node: str, text: str) -> Facts:
     sysctls: dict[str, str] = {}
     modules: dict[str, bool] = {}
     packages: set[str] = set()
+    manifest: list[str] = []
+    claims: set[str] = set()
+    pristine: set[str] = set()
+    kept: dict[str, str] = {}
     for line in text.splitlines():
         tag, _, rest = line.partition(" ")
-        if tag == "S":
+        if tag == "J":
+            manifest.append(rest)
+        elif tag == "L" and rest.strip():
+            claims.add(rest.strip())
+        elif tag == "F":
+            pristine.add(rest.strip())
+        elif tag == "B" and rest.startswith(BACKUP_DIR + "/"):
+            # A backup is itself the record of an adoption, should the push that made it have
+            # stopped before its manifest landed.
+            kept[rest.removeprefix(BACKUP_DIR)] = rest
+        elif tag == "S":
             mode, owner, _size, _ino, _ctime, path = rest.split(" ", 5)
             stat[path] = (int(mode, 8), owner)
         elif tag == "H":
@@ -114,17 +144,34 @@ def parse_facts(node: str, text: str) -> Facts:
             modules[k] = v.strip() == "1"
         elif tag == "D":
             packages.add(rest.strip())
-        elif tag in ("A", "K", "O", "W", "Y"):
+        elif tag in ("A", "K", "O", "W", "Y", "G"):
             info[tag] = rest.strip()
     files: dict[str, FileFact | None] = {
         p: FileFact(sha[p], *stat[p]) for p in stat if p in sha
     }
+    owned, adopted = _ownership(node, "\n".join(manifest))
     return Facts(
         node=node, arch=info.get("A", ""), kernel=info.get("K", ""), os_release=info.get("O", ""),
         swap_on=info.get("W", "0") not in ("", "0"), systemd=info.get("Y") == "systemd",
+        cgroup_version=CGROUP_FS.get(info.get("G", ""), 0),
         files=files, active_units=frozenset(units), pending_restarts=tuple(dict.fromkeys(pending)),
         images=frozenset(images), sysctls=sysctls, modules=modules, packages=frozenset(packages),
+        owned=frozenset(owned | claims), adopted={**kept, **adopted}, pristine=frozenset(pristine),
     )
+
+
+def _ownership(node: str, manifest: str) -> tuple[set[str], dict[str, str]]:
+    """The paths the node's manifest lists, and the adopted ones' backups (none: no manifest)."""
+    if not manifest:
+        return set(), {}
+    try:
+        doc = json.loads(manifest)
+        return set(doc.get("files", {})), dict(doc.get("adopted", {}))
+    except (ValueError, AttributeError, TypeError) as e:
+        # Guessing would either replace files we do not own or back up our own as "originals".
+        raise OperationError(f"{node}: {MANIFEST} is damaged ({e}), so hardway cannot tell which files "
+                             "it owns there: restore it, or remove it (then every file that differs from "
+                             "the bundle counts as foreign, see `hardway up --adopt`)") from None
 
 
 async def gather(t: Transport, d: Desired) -> Facts:

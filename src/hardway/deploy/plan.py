@@ -5,6 +5,11 @@ A file is written when its content, mode or owner differs. A unit restarts when 
 interrupted run wrote its files but never restarted it (the node's pending-restarts record).
 systemd reloads once when any unit file changed. `hardway diff` prints these plans;
 `hardway up` carries them out.
+
+A file the host already has, that the node's manifest does not list and that differs from
+ours, is *foreign* (someone else's haproxy.cfg): `up` refuses to replace it unless `--adopt`,
+which keeps the original for a later reset. A package's configuration file as shipped is
+taken over the same way without asking.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..render.bundle import Bundle, File
+from .desired import HARDWAY_STATE, Desired, backup_path, record_adopted
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,7 @@ class Facts:
     kernel: str = ""
     swap_on: bool = False
     systemd: bool = True
+    cgroup_version: int = 0  # 1 or 2 (facts.CGROUP_FS); 0: unknown
     files: dict[str, FileFact | None] = field(default_factory=dict)  # None/absent: no file
     active_units: frozenset[str] = frozenset()
     pending_restarts: tuple[str, ...] = ()
@@ -39,6 +46,9 @@ class Facts:
     sysctls: dict[str, str] = field(default_factory=dict)
     modules: dict[str, bool] = field(default_factory=dict)
     packages: frozenset[str] = frozenset()  # of those asked about, the installed ones
+    owned: frozenset[str] = frozenset()  # paths the node's manifest (or an interrupted push) claims
+    adopted: dict[str, str] = field(default_factory=dict)  # path -> backup: the manifest's, and backups found
+    pristine: frozenset[str] = frozenset()  # package configuration files as shipped (dpkg's md5)
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,8 @@ class HostPlan:
     sysctls: dict[str, tuple[str, str]] = field(default_factory=dict)  # key -> (now, wanted)
     modules: list[str] = field(default_factory=list)  # to load
     imports: list[str] = field(default_factory=list)  # image tarballs to import into containerd
+    foreign: list[str] = field(default_factory=list)  # existing files hardway does not own (foreign())
+    adopt: dict[str, str] = field(default_factory=dict)  # taken over, original kept: path -> backup
 
     @property
     def empty(self) -> bool:
@@ -80,16 +92,47 @@ def _change(f, fact: FileFact | None) -> Change | None:
     return None
 
 
+FOREIGN = "foreign: would refuse (or adopt with --adopt)"
+
+
+def _not_ours(items: dict, facts: Facts) -> list[str]:
+    """Paths the host has, that hardway does not own (neither its manifest nor an interrupted
+    push claims them), and whose content differs from ours. A file identical to ours is simply
+    taken over; hardway's own state directory is its own."""
+    return sorted(p for p, f in items.items()
+                  if (fact := facts.files.get(p)) is not None and fact.sha256 != f.sha256
+                  and p not in facts.owned and not p.startswith(HARDWAY_STATE + "/"))
+
+
+def foreign(items: dict, facts: Facts) -> list[str]:
+    """Files not ours that someone made or edited: a haproxy.cfg, a containerd config, a runc."""
+    return [p for p in _not_ours(items, facts) if p not in facts.pristine]
+
+
+def adoptions(items: dict, facts: Facts, adopt: bool) -> dict[str, str]:
+    """Files a push takes over keeping the original (path -> backup): a package's configuration
+    file as shipped always (hardway asks for the package; nobody's work is in that file, e.g.
+    Debian haproxy's haproxy.cfg), foreign ones with `adopt`."""
+    return {p: backup_path(p) for p in _not_ours(items, facts) if adopt or p in facts.pristine}
+
+
 def plan_host(bundle: Bundle, facts: Facts, items: dict | None = None,
-              images: dict[str, list[str]] | None = None) -> HostPlan:
+              images: dict[str, list[str]] | None = None, adopt: bool = False) -> HostPlan:
     """`items`: path -> File | Blob (default: the bundle's files); `images`: tarball path ->
-    the refs it holds (imported when the tarball is written or a ref is missing)."""
+    the refs it holds (imported when the tarball is written or a ref is missing). A foreign
+    file is planned as a write marked FOREIGN (`up` refuses it), or, with `adopt`, as one
+    whose original the push first keeps under desired.BACKUP_DIR."""
     items = items if items is not None else bundle.files
-    plan = HostPlan(bundle.node)
+    plan = HostPlan(bundle.node, foreign=foreign(items, facts), adopt=adoptions(items, facts, adopt))
     changed: set[str] = set()
     for path, f in sorted(items.items()):
         c = _change(f, facts.files.get(path))
         if c is not None:
+            if path in plan.adopt:
+                what = "package default" if path in facts.pristine else "adopt"
+                c = Change(path, f"{what}: original kept in {plan.adopt[path]}")
+            elif path in plan.foreign:
+                c = Change(path, FOREIGN)
             plan.writes.append((f, c))
             changed.add(path)
     plan.daemon_reload = any(p.startswith("/etc/systemd/system/") for p in changed)
@@ -112,6 +155,14 @@ def plan_host(bundle: Bundle, facts: Facts, items: dict | None = None,
         if path in changed or not set(refs) <= facts.images:
             plan.imports.append(path)
     return plan
+
+
+def plan_for(d: Desired, facts: Facts, adopt: bool = False) -> HostPlan:
+    """The plan for one host, its manifest first brought up to date with what is adopted:
+    earlier adoptions (facts.adopted), this run's package defaults and, with `adopt`, its
+    foreign files."""
+    record_adopted(d, {**facts.adopted, **adoptions(d.items, facts, adopt)})
+    return plan_host(d.bundle, facts, d.items, d.images, adopt)
 
 
 def describe(plan: HostPlan) -> list[str]:
@@ -139,4 +190,5 @@ def summary(plans: Iterable[HostPlan]) -> str:
             f"{starts} unit(s) to start, {restarts} to restart")
 
 
-__all__ = ["Change", "Facts", "FileFact", "HostPlan", "describe", "plan_host", "summary", "File"]
+__all__ = ["FOREIGN", "Change", "Facts", "FileFact", "HostPlan", "adoptions", "describe", "foreign", "plan_for",
+           "plan_host", "summary", "File"]

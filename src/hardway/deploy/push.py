@@ -4,7 +4,9 @@ Every file travels as `<path>.hardway-new`, gets its owner and mode, and only th
 over `<path>`: a reader sees the old file or the new one, never half of one, and a private
 key is never readable by others, not even for a moment. Before the first rename the node
 records the units this push obliges to restart (desired.PENDING): a run cut off between push
-and restart still restarts them next time.
+and restart still restarts them next time. It also records the paths it is about to write
+(desired.CLAIMS) until the manifest, renamed last, lists them; and it copies each adopted
+file's original (`up --adopt`) to its backup, never over an existing one.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import PurePosixPath
 
 from ..render.bundle import File
-from .desired import MANIFEST, PENDING, SUMS, Blob
+from .desired import CLAIMS, MANIFEST, PENDING, SUMS, Blob
 from .plan import HostPlan
 from .transport import Transport, check
 
@@ -67,6 +69,11 @@ def push_script(plan: HostPlan, root: str = "") -> str:
     lines = ["set -eu", "umask 022", "mkdir -p " + " ".join(q(d) for d in dirs)]
     if plan.restarts:
         lines.append(f"printf '%s\\n' {shlex.join(plan.restarts)} >> {q(PENDING)}")
+    for path, backup in sorted(plan.adopt.items()):
+        lines.append(_keep_original(q(path), q(backup), q(str(PurePosixPath(backup).parent))))
+    manifest_written = any(it.path == MANIFEST for it in items)
+    if manifest_written:
+        lines.append(f"printf '%s\\n' {shlex.join(it.path for it in items)} >> {q(CLAIMS)}")
     lines.append(f"umask 077; tar -x -C {shlex.quote(root or '/')} -f - --no-same-owner")
     for conf, tool in (("/etc/sysusers.d/", "systemd-sysusers"), ("/etc/tmpfiles.d/", "systemd-tmpfiles --create")):
         for it in items:
@@ -77,7 +84,20 @@ def push_script(plan: HostPlan, root: str = "") -> str:
         lines += [f"chown {shlex.quote(it.owner)} {new}", f"chmod {it.mode:04o} {new}", f"mv -f {new} {path}",
                   # Recorded in SUMS so the next facts run need not hash it again (facts.py).
                   f"echo \"$(stat -c '%s %i %.9Z' {path}) {it.sha256} {it.path}\" >> {q(SUMS)}"]
+    if manifest_written:
+        lines.append(f"rm -f {q(CLAIMS)}")  # the manifest, renamed last, now lists them
     return "\n".join(lines) + "\n"
+
+
+def _keep_original(path: str, backup: str, backup_dir: str) -> str:
+    """Shell: copy `path` (mode, owner, times, a symlink as a symlink) to `backup`, atomically.
+    An existing backup is never overwritten: the same content is fine, another stops the push
+    before any rename, as the file now there would otherwise be lost."""
+    return (f"if [ -e {backup} ] || [ -L {backup} ]; then "
+            f"[ \"$(sha256sum < {backup})\" = \"$(sha256sum < {path})\" ] || "
+            "{ printf 'hardway: %s (the original kept by an earlier adoption) differs from %s: move the "
+            f"backup away, then run up --adopt again\\n' {backup} {path} >&2; exit 1; }}; "
+            f"else mkdir -p {backup_dir} && cp -a {path} {backup}{SUFFIX} && mv -f {backup}{SUFFIX} {backup}; fi")
 
 
 async def push(t: Transport, plan: HostPlan, timeout: float = 900) -> None:

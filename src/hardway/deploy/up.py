@@ -26,13 +26,14 @@ from ..material import current_material
 from ..render import render_cluster
 from ..render.bundle import ClusterBundle, Phase
 from ..spec.load import load_spec
-from ..spec.model import APISERVER_PORT, ClusterSpec
+from ..render.worker import kubelet_refuses_cgroup_v1
+from ..spec.model import APISERVER_PORT, ClusterSpec, Role
 from . import activate as act
-from .desired import Desired, desired_for, file_sha256
+from .desired import BACKUP_DIR, MANIFEST, Desired, desired_for, file_sha256
 from .facts import gather
 from .health import Api, apiserver_ready, etcd_health, identity, wait_for
 from .hostkeys import KnownHosts
-from .plan import Facts, HostPlan, describe, plan_host, summary
+from .plan import Facts, HostPlan, describe, plan_for, summary
 from .push import push
 from .transport import LocalTransport, Transport, connect_ssh
 
@@ -49,6 +50,7 @@ class Options:
     timeout: float = 300  # per health wait
     parallel: int = 16  # hosts worked on at once
     local: tuple[str, ...] = ()  # nodes reached without SSH (this machine)
+    adopt: bool = False  # replace foreign files, keeping their originals (plan.foreign)
 
 
 @dataclass
@@ -136,9 +138,16 @@ async def _each(names: list[str], fn: Callable[[str], Awaitable], parallel: int)
     return dict(await asyncio.gather(*(one(n) for n in names)))
 
 
-def _check_facts(facts: dict[str, Facts], desired: dict[str, Desired]) -> None:
+def _check_facts(facts: dict[str, Facts], desired: dict[str, Desired], spec: ClusterSpec) -> None:
     problems = []
+    no_cgroup_v1 = kubelet_refuses_cgroup_v1(spec)
     for name, f in facts.items():
+        if no_cgroup_v1 and f.cgroup_version == 1 and Role.worker.value in desired[name].bundle.roles:
+            problems.append(f"{name}: cgroup v1 (/sys/fs/cgroup is not cgroup2fs), and Kubernetes "
+                            f"{spec.minor}'s kubelet refuses to start on cgroup v1 (KubeletConfiguration "
+                            "failCgroupV1, true by default from 1.35): boot the host with cgroup v2 "
+                            "(kernel parameter systemd.unified_cgroup_hierarchy=1), or set "
+                            "kubelet.failCgroupV1: false in cluster.yaml (as `init --lab` does)")
         missing = [p for p in desired[name].bundle.packages if p not in f.packages]
         if missing:
             problems.append(f"{name}: Debian package(s) {', '.join(missing)} not installed; hardway does not "
@@ -149,6 +158,18 @@ def _check_facts(facts: dict[str, Facts], desired: dict[str, Desired]) -> None:
             problems.append(f"{name}: architecture {f.arch}; the artifacts fetched are for amd64")
     if problems:
         raise OperationError("hosts not usable:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def _refuse_foreign(plans: dict[str, HostPlan]) -> None:
+    """Exit 1, like any host that is not usable as it is: the request is valid, the hosts hold
+    files that are not hardway's to replace. Nothing has been changed anywhere yet."""
+    found = [f"  - {name}: {path}" for name, p in plans.items() for path in p.foreign]
+    if found:
+        raise OperationError(
+            f"{len(found)} file(s) exist that hardway does not own (absent from the node's {MANIFEST}) and "
+            "that differ from what it would write:\n" + "\n".join(found) + "\nNothing was changed. Move "
+            "them away, or run `hardway up --adopt`: it keeps each original under "
+            f"{BACKUP_DIR}/<path> on its node (for a later reset) and then replaces it.")
 
 
 def _mb(n: int) -> str:
@@ -177,9 +198,9 @@ class Session:
 
     async def gather_and_plan(self) -> None:
         self.facts = await _each(self.names, lambda n: gather(self.t[n], self.p.desired[n]), self.opts.parallel)
-        _check_facts(self.facts, self.p.desired)
+        _check_facts(self.facts, self.p.desired, self.p.spec)
         for name, d in self.p.desired.items():
-            self.plans[name] = plan_host(d.bundle, self.facts[name], d.items, d.images)
+            self.plans[name] = plan_for(d, self.facts[name], self.opts.adopt)
 
     async def close(self) -> None:
         await asyncio.gather(*(t.close() for t in self.t.values()), return_exceptions=True)
@@ -400,6 +421,8 @@ async def _apply_manifests(s: Session) -> bool:
 
 async def _up(s: Session, report: UpReport) -> None:
     spec, cd, progress = s.p.spec, s.p.cd, s.progress
+    if not s.opts.adopt:
+        _refuse_foreign(s.plans)
     for name in s.names:
         plan = s.plans[name]
         if plan.empty:

@@ -129,7 +129,19 @@ def kubelet_config(spec: ClusterSpec, node: Node) -> dict:
         cfg["cgroupRoot"] = spec.kubelet.cgroup_root.replace("{node}", node.name)
     if versions.kubelet_field(m, "containerRuntimeEndpoint"):
         cfg["containerRuntimeEndpoint"] = CONTAINERD_SOCK
+    if spec.kubelet.fail_cgroup_v1 is not None and versions.kubelet_field(m, "failCgroupV1"):
+        cfg["failCgroupV1"] = spec.kubelet.fail_cgroup_v1
     return cfg
+
+
+def kubelet_refuses_cgroup_v1(spec: ClusterSpec) -> bool:
+    """Whether the kubelet rendered for `spec` exits on a cgroup v1 host (failCgroupV1, set or
+    by default: 1.35's default is true). `up` checks workers' cgroup version against it."""
+    if not versions.kubelet_field(spec.minor, "failCgroupV1"):
+        return False
+    if spec.kubelet.fail_cgroup_v1 is not None:
+        return spec.kubelet.fail_cgroup_v1
+    return bool(versions.kubelet_default(spec.minor, "failCgroupV1"))
 
 
 def kubelet_flags(spec: ClusterSpec, node: Node) -> list[str]:

@@ -417,6 +417,21 @@ KUBELET_CONFIG_FIELDS_SINCE: dict[str, str] = {
     # (CHANGELOG-1.27, kubernetes/kubernetes#112136).
     "containerRuntimeEndpoint": "1.27",
     "imageServiceEndpoint": "1.27",
+    # failCgroupV1: "Introduced a new boolean kubelet flag --fail-cgroupv1"
+    # (CHANGELOG-1.31 API Change, kubernetes/kubernetes#126031, KEP-4569 "cgroup v1 maintenance
+    # mode"); the config field came with it (kubernetes/website:content/en/docs/reference/
+    # config-api/kubelet-config.v1beta1.md: "failCgroupV1 bool ... Default: false").
+    "failCgroupV1": "1.31",
+}
+
+# KubeletConfiguration defaults that changed within the covered minors:
+# field -> ((first minor, default from then on), ...), oldest first.
+KUBELET_CONFIG_DEFAULTS: dict[str, tuple[tuple[str, object], ...]] = {
+    # false when added in 1.31 (above); true from 1.35: "ACTION REQUIRED: failCgroupV1 will be
+    # set to true from 1.35. This means that nodes will not start on a cgroup v1 by default"
+    # (CHANGELOG-1.35 Deprecation, kubernetes/kubernetes#134298, KEP-5573); the 1.35
+    # kubelet-config.v1beta1 reference says "Default: true".
+    "failCgroupV1": (("1.31", False), ("1.35", True)),
 }
 
 # minor -> versions kubeadm pinned at the .0 release (see module docstring for image tags).

@@ -6,10 +6,12 @@ All problems are collected, so a user fixes a file in one pass, not one error pe
 from __future__ import annotations
 
 import ipaddress
+import difflib
 from collections import Counter
 from dataclasses import dataclass
 from itertools import combinations
 
+from ..artifacts.layout import downloads_for_spec
 from .model import ClusterSpec, LoadBalancerMode, Role
 
 
@@ -27,6 +29,7 @@ def check_spec(spec: ClusterSpec) -> list[Problem]:
     out += _pod_cidrs(spec)
     out += _load_balancer(spec)
     out += _misc(spec)
+    out += _artifact_pins(spec)
     return out
 
 
@@ -246,4 +249,17 @@ def _misc(spec: ClusterSpec) -> list[Problem]:
                 error=False,
             )
         )
+    return out
+
+
+def _artifact_pins(spec: ClusterSpec) -> list[Problem]:
+    """A pin must name a fetched artifact: a mistyped key would leave the file unpinned."""
+    keys = sorted(d.key for d in downloads_for_spec(spec))
+    out = []
+    for key in spec.artifacts.digests:
+        if key not in keys:
+            close = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            out.append(Problem(("artifacts", "digests", key),
+                               f"this spec fetches no artifact {key!r}; {hint}the keys are: {', '.join(keys)}"))
     return out

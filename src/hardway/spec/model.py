@@ -34,8 +34,15 @@ def _version(value: str) -> str:
     return value.lstrip("v")
 
 
+def _sha256_pin(value: str) -> str:
+    if not re.fullmatch(r"sha256:[0-9a-fA-F]{64}", value):
+        raise ValueError(f"{value!r} is not a digest like sha256:<64 hex digits>")
+    return value.lower()
+
+
 DnsLabel = Annotated[str, AfterValidator(_dns_label)]
 Version = Annotated[str, AfterValidator(_version)]
+Sha256Pin = Annotated[str, AfterValidator(_sha256_pin)]
 
 
 class Model(BaseModel):
@@ -151,6 +158,10 @@ class Kubelet(Model):
     cgroup_root: str | None = None
     resolv_conf: str = "/etc/resolv.conf"
     max_pods: int = Field(default=110, ge=1)
+    # KubeletConfiguration failCgroupV1 (1.31+; true by default from 1.35, when the kubelet
+    # refuses to start on a cgroup v1 host). None: the kubelet's default. Not rendered for
+    # minors without the field, which run on cgroup v1 anyway.
+    fail_cgroup_v1: bool | None = Field(default=None, alias="failCgroupV1")
 
 
 class KubeProxy(Model):
@@ -175,6 +186,9 @@ class Artifacts(Model):
     versions: ArtifactVersions = ArtifactVersions()
     # OCI image tarballs to import into containerd on every node (clusters without a registry).
     images: list[str] = []
+    # Download key ("kubernetes-server/kubelet", "etcd", "image/pause-3.2") -> "sha256:<hex>":
+    # the file must have this digest, whatever the source's checksum file says.
+    digests: dict[str, Sha256Pin] = {}
 
 
 class ClusterSpec(Model):

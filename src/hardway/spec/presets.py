@@ -78,6 +78,10 @@ containerRuntime:
 
 kubeProxy:
   conntrackMaxPerCore: 0         # a network namespace may not raise the global nf_conntrack_max
+
+kubelet:
+  failCgroupV1: false            # lab machines share this host's cgroups, v1 here; Kubernetes 1.35's
+                                 # kubelet refuses v1 unless told (1.31+; older ones always run on it)
 """
 
 STANDARD_PROFILE = """\

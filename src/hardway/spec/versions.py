@@ -54,5 +54,14 @@ def kubelet_field(minor: str, field: str) -> bool:
     return since is None or parse_minor(minor) >= parse_minor(since)
 
 
+def kubelet_default(minor: str, field: str) -> object | None:
+    """KubeletConfiguration's default for `field` in `minor` (None: no such field there)."""
+    value = None
+    for since, v in catalogue.KUBELET_CONFIG_DEFAULTS[field]:
+        if parse_minor(minor) >= parse_minor(since):
+            value = v
+    return value if kubelet_field(minor, field) else None
+
+
 def default(minor: str, what: str) -> str:
     return catalogue.DEFAULTS[minor][what]
