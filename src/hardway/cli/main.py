@@ -160,6 +160,8 @@ def render(directory: Path, out_dir: Path | None) -> None:
                   f"units: {', '.join(u.name for u in b.units)}")
     if material.all_written:
         out.print(f"(pki init first wrote {len(material.all_written)} file(s))")
+    _warn([f"{p}: left in place: an earlier render recorded it, but it changed since (or lies "
+           "outside the node's tree), so it is not hardway's to delete" for p in report.kept])
     out.print(f"{target}: {len(report.written)} file(s) written, {len(report.removed)} removed"
               if report.written or report.removed else f"{target}: up to date, nothing written")
 
