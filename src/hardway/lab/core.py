@@ -67,6 +67,8 @@ class DownReport:
     stopped: dict[str, str] = field(default_factory=dict)  # machine -> how it ended
     bridge_removed: bool = False
     nothing_to_do: bool = False
+    deleted: list[Path] = field(default_factory=list)  # destroy: what it deleted in DIR/lab
+    left: list[Path] = field(default_factory=list)  # destroy: what DIR/lab still holds (not the lab's)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -398,11 +400,15 @@ def _mounts_under(path: Path) -> list[str]:
 
 
 def destroy(directory: str | Path = ".", progress: Progress = _quiet, timeout: float = 30) -> DownReport:
-    """`down`, then delete the machines' roots and everything else in DIR/lab."""
+    """`down`, then delete what the lab made in DIR/lab: the machines its state records, their
+    logs, its key, known_hosts and state. Nothing else: without a state file there is no lab
+    here, and DIR/lab is left exactly as it is."""
     directory = Path(directory)
     report = down(directory, progress, timeout)
     lab = lab_dir(directory)
-    if not lab.exists():
+    state = load_state(directory)
+    if state is None:
+        report.nothing_to_do = True
         return report
     with locked(directory):
         busy = _users_of(lab)
@@ -411,21 +417,48 @@ def destroy(directory: str | Path = ".", progress: Progress = _quiet, timeout: f
         mounts = _mounts_under(lab)
         if mounts:
             raise OperationError(f"{', '.join(mounts[:5])} mounted inside {lab}; unmount, then retry")
-        for d in sorted((lab / "machines").glob("*")) if (lab / "machines").is_dir() else []:
-            progress(f"deleting {d}")
-        for child in lab.iterdir():
-            if child.name == ".lock":
-                continue
-            if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child)
+        for path in _made_by_lab(directory, state):
+            if path.is_dir() and not path.is_symlink():
+                progress(f"deleting {path}")
+                shutil.rmtree(path)
             else:
-                child.unlink()
+                path.unlink()
+            report.deleted.append(path)
+        for d in (lab / "machines", lab / "logs"):
+            _rmdir_if_empty(d)
     (lab / ".lock").unlink(missing_ok=True)
+    _rmdir_if_empty(lab)
+    report.left = sorted(lab.iterdir()) if lab.is_dir() else []
+    return report
+
+
+def _made_by_lab(directory: Path, state: LabState) -> list[Path]:
+    """What `lab up` creates in DIR/lab (see the module doc), as far as it exists. A machine's
+    root or log counts only where `lab up` puts it: a state file naming a path elsewhere
+    gets nothing deleted there."""
+    lab = lab_dir(directory)
+    fixed = [lab / n for n in (sshkeys.KEY_NAME, sshkeys.KEY_NAME + ".pub", sshkeys.KNOWN_HOSTS, ".gitignore")]
+    per_machine = []
+    for name, m in state.machines.items():
+        root = lab / "machines" / name
+        if _same(m.root, root):
+            per_machine += [root, root.with_name(f".{name}.copying")]  # copy_image's temporary
+        log = lab / "logs" / f"{name}.log"
+        if m.log and _same(m.log, log):
+            per_machine += [log, log.with_name(log.name + ".1")]  # boot keeps one previous log
+    # the state last: a deletion cut short leaves a lab that the next destroy still knows
+    return [p for p in per_machine + fixed + [state_path(directory)] if os.path.lexists(p)]
+
+
+def _same(a: str | Path, b: Path) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _rmdir_if_empty(d: Path) -> None:
     try:
-        lab.rmdir()
+        d.rmdir()
     except OSError:
         pass
-    return report
 
 
 # ---------------------------------------------------------------------------------------------
