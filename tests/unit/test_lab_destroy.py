@@ -69,7 +69,7 @@ def test_only_what_the_state_records_is_deleted(tmp_path):
 
     assert _files(tmp_path) == {"lab", "lab/machines", "lab/machines/mine", "lab/machines/mine/usr",
                                 "lab/logs", "lab/logs/mine.log", "lab/notes.txt",
-                                "outside", "outside/data"}
+                                "outside", "outside/data", ".hardway.lock"}
     assert {p.name for p in r.deleted} == {"worker-0", "worker-1", "worker-0.log", "worker-0.log.1",
                                            "worker-1.log", "id_ed25519", "id_ed25519.pub",
                                            "known_hosts", ".gitignore", "state.json"}

@@ -17,6 +17,12 @@ LOCAL_OPTION = click.option(
     help="Reach this node by running commands on this machine instead of SSH (repeatable).")
 
 
+def parallel_option(what: str):
+    # At least 1: with 0 no host would ever start and the command would hang.
+    return click.option("--parallel", default=16, show_default=True, type=click.IntRange(min=1),
+                        help=f"Hosts {what} at once.")
+
+
 def _progress():
     t0 = time.monotonic()
 
@@ -28,7 +34,7 @@ def _progress():
 @cli.command()
 @DIR_OPTION
 @click.option("--timeout", default=300.0, show_default=True, help="Seconds each health wait may take.")
-@click.option("--parallel", default=16, show_default=True, help="Hosts worked on at once.")
+@parallel_option("worked on")
 @LOCAL_OPTION
 def up(directory: Path, timeout: float, parallel: int, local: tuple[str, ...]) -> None:
     """Bring the cluster up (or up to date) on its hosts, phase by phase. Idempotent.
@@ -45,7 +51,7 @@ def up(directory: Path, timeout: float, parallel: int, local: tuple[str, ...]) -
 
 @cli.command()
 @DIR_OPTION
-@click.option("--parallel", default=16, show_default=True, help="Hosts queried at once.")
+@parallel_option("queried")
 @LOCAL_OPTION
 def diff(directory: Path, parallel: int, local: tuple[str, ...]) -> None:
     """Print, per host, what `hardway up` would change, without changing anything."""
@@ -63,10 +69,11 @@ def diff(directory: Path, parallel: int, local: tuple[str, ...]) -> None:
 @DIR_OPTION
 @click.option("--smoke", is_flag=True, help="Also run the smoke tests (a workload, logs, exec, "
               "port-forward, services, encryption at rest).")
+@parallel_option("connected to")
 @LOCAL_OPTION
-def verify(directory: Path, smoke: bool, local: tuple[str, ...]) -> None:
+def verify(directory: Path, smoke: bool, parallel: int, local: tuple[str, ...]) -> None:
     """Check etcd, every apiserver, every unit, every node. Exit 0 healthy, 3 degraded, 1 broken."""
-    report = api.verify(directory, _progress(), local)
+    report = api.verify(directory, _progress(), local, parallel)
     for c in report.checks:
         out.print(f"{'ok  ' if c.ok else 'FAIL'} {c.name}" + (f": {c.detail}" if c.detail else ""))
     out.print(f"cluster {report.status.value}" + (": " + "; ".join(report.reasons) if report.reasons else ""))

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..clusterdir import ClusterDir
 from ..errors import HardwayError, OperationError, UsageError
+from ..lock import cluster_lock
 from ..spec.load import load_spec
 from ..spec.model import ClusterSpec
 from . import cgroups, host, image, machine, sshkeys
@@ -164,7 +165,7 @@ def up(directory: str | Path = ".", progress: Progress = _quiet, timeout: float 
     for name in only or []:
         if name not in names:
             raise _unknown(name, names)
-    with locked(directory):
+    with cluster_lock(directory, f"lab start {' '.join(only)}" if only else "lab up"), locked(directory):
         state = load_state(directory)
         fresh = _new_state(spec)
         if state is None:
@@ -318,7 +319,7 @@ def stop(directory: str | Path, name: str, progress: Progress = _quiet, timeout:
     host.require_linux_root()
     if not state_path(directory).exists():
         raise _unknown(name, [])
-    with locked(directory):
+    with cluster_lock(directory, f"lab stop {name}"), locked(directory):
         state = load_state(directory)
         if state is None or name not in state.machines:
             raise _unknown(name, list(state.machines) if state else [])
@@ -340,7 +341,7 @@ def down(directory: str | Path = ".", progress: Progress = _quiet, timeout: floa
     if not state_path(directory).exists():
         report.nothing_to_do = True
         return report
-    with locked(directory):
+    with cluster_lock(directory, "lab down"), locked(directory):
         state = load_state(directory)
         if state is None:
             report.nothing_to_do = True
@@ -404,7 +405,14 @@ def destroy(directory: str | Path = ".", progress: Progress = _quiet, timeout: f
     logs, its key, known_hosts and state. Nothing else: without a state file there is no lab
     here, and DIR/lab is left exactly as it is."""
     directory = Path(directory)
-    report = down(directory, progress, timeout)
+    if not state_path(directory).exists():
+        return down(directory, progress, timeout)  # no lab here: nothing to do
+    with cluster_lock(directory, "lab destroy"):
+        report = down(directory, progress, timeout)
+        return _delete_lab(directory, report, progress)
+
+
+def _delete_lab(directory: Path, report: DownReport, progress: Progress) -> DownReport:
     lab = lab_dir(directory)
     state = load_state(directory)
     if state is None:
