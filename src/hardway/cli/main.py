@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import click
@@ -190,3 +191,10 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+    except Exception:
+        # Every failure a user can cause is a HardwayError above. Anything else is a bug in
+        # hardway: its traceback is what a bug report needs, so it is printed, and said so.
+        traceback.print_exc()
+        err.print("hardway failed unexpectedly: this is a bug in hardway. Please report it with the "
+                  "traceback above and the command you ran.", markup=False)
+        sys.exit(1)

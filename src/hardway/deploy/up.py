@@ -89,10 +89,13 @@ def prepare(directory: Path, progress: Progress) -> Prepared:
     images: dict[str, tuple[Path, list[str]]] = {}
     for entry in spec.artifacts.images:
         path = fetched.files[f"image/{entry}"]
-        refs = image_refs(path)
+        try:
+            refs, why = image_refs(path), "it names no image (index.json annotation io.containerd.image.name)"
+        except ValueError as e:
+            refs, why = [], str(e)
         if not refs:
             raise UsageError(f"spec.artifacts.images: {entry}: {path} is not an OCI image tarball with "
-                             "an image name (index.json annotation io.containerd.image.name)")
+                             f"an image name: {why}")
         images[entry] = (path, refs)
     desired = {name: desired_for(b, fetched.binaries(b.binaries), images) for name, b in cluster.nodes.items()}
     # The operator's kubectl: the same version as the cluster, beside its kubeconfig.
@@ -385,7 +388,18 @@ def kubectl_argv(cd: ClusterDir, *args: str) -> list[str]:
 
 def kubectl(cd: ClusterDir, *args: str, input: bytes | None = None,
             timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(kubectl_argv(cd, *args), input=input, capture_output=True, timeout=timeout)
+    """The cluster's kubectl; its exit status is the caller's to judge. A kubectl that cannot
+    run or does not finish in `timeout` is an OperationError naming the command."""
+    argv = kubectl_argv(cd, *args)
+    what = f"`kubectl {' '.join(args)}`"
+    try:
+        return subprocess.run(argv, input=input, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise OperationError(f"{what} did not finish within {timeout:.0f} s: is the API at "
+                             f"{cd.kubeconfig('admin')}'s server reachable? (`hardway verify`)") from None
+    except OSError as e:
+        raise OperationError(f"{what}: cannot run {argv[0]}: {e.strerror}; run `hardway up` to put the "
+                             "cluster's kubectl there again") from None
 
 
 def _record_manifest(namespace: str, name: str, digest: str) -> bytes:
