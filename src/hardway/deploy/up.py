@@ -22,12 +22,14 @@ from ..artifacts.oci import image_refs
 from ..clusterdir import ClusterDir
 from ..errors import OperationError, UsageError
 from ..fsio import write_atomic
+from ..lab.state import state_path
 from ..lock import cluster_lock
 from ..material import ensure_material, load_material
 from ..render import render_cluster
 from ..render.bundle import ClusterBundle, Phase
 from ..spec.load import load_spec
 from ..spec.model import APISERVER_PORT, ClusterSpec
+from ..spec.presets import require_lab_profile
 from . import activate as act
 from .desired import Desired, desired_for, file_sha256
 from .facts import gather
@@ -515,7 +517,9 @@ def up(directory: str | Path = ".", progress: Progress = _quiet, opts: Options |
     """Bring the cluster described by DIR/cluster.yaml up (or up to date). Idempotent."""
     start = time.monotonic()
     opts = opts or Options()
-    load_spec(ClusterDir.at(directory).spec)  # a missing or invalid spec says so before the lock
+    spec = load_spec(ClusterDir.at(directory).spec).spec  # a missing or invalid spec says so first
+    if state_path(Path(directory)).exists():  # the nodes are lab machines
+        require_lab_profile(spec, Path(directory), "up")
     with cluster_lock(directory, "up"):
         p = prepare(Path(directory), progress)
         report = UpReport({})

@@ -23,6 +23,7 @@ from ..errors import HardwayError, OperationError, UsageError
 from ..lock import cluster_lock
 from ..spec.load import load_spec
 from ..spec.model import ClusterSpec
+from ..spec.presets import require_lab_profile
 from . import cgroups, host, image, machine, sshkeys
 from .host import Progress
 from .state import LabState, MachineState, lab_dir, load_state, locked, save_state, state_path
@@ -155,17 +156,19 @@ def up(directory: str | Path = ".", progress: Progress = _quiet, timeout: float 
     """Create (if needed) and boot every machine cluster.yaml names; `only`: just these."""
     started_at = time.monotonic()
     directory = Path(directory)
+    command = f"lab start {' '.join(only)}" if only else "lab up"
+    spec = _spec(directory)
+    require_lab_profile(spec, directory, command)  # before anything starts: it would fail late
     host.require_linux_root()
     host.need("systemd-nspawn", "ip", "ssh", "ssh-keygen", "cp")
     cd = ClusterDir.at(directory)
-    spec = _spec(directory)
     lab = lab_dir(directory)
     report = UpReport()
     names = [n.name for n in spec.nodes]
     for name in only or []:
         if name not in names:
             raise _unknown(name, names)
-    with cluster_lock(directory, f"lab start {' '.join(only)}" if only else "lab up"), locked(directory):
+    with cluster_lock(directory, command), locked(directory):
         state = load_state(directory)
         fresh = _new_state(spec)
         if state is None:
