@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -33,3 +35,22 @@ def test_long_e2e_modules_have_a_longer_timeout(module):
     marks = importlib.import_module(f"tests.e2e.{module}").pytestmark
     assert [m.args for m in marks if m.name == "timeout"] == [(E2E_TIMEOUT,)]
     assert E2E_TIMEOUT > 900
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_no_script_stops_processes_by_name():
+    """`pkill -x etcd` as root ended every etcd on the host, those in running labs included:
+    the suite's scripts stop only what they started, by PID."""
+    for path in [*(ROOT / ".ci").iterdir(), *(ROOT / "scripts").iterdir()]:
+        words = re.findall(r"\b(pkill|killall|killall5)\b", path.read_text(errors="replace"))
+        assert not words, f"{path} stops processes by name ({', '.join(words)})"
+
+
+@pytest.mark.parametrize(("args", "code"), [(["etcd", "start"], 101), (["--quiet", "etcd", "start"], 101),
+                                            (["etcd", "restart"], 0), (["ssh", "stop"], 0)])
+def test_the_install_policy_starts_no_service(args, code):
+    """scripts/policy-rc.d, which scripts/prereqs puts in place while it installs packages."""
+    r = subprocess.run(["sh", str(ROOT / "scripts" / "policy-rc.d"), *args], timeout=30)
+    assert r.returncode == code
