@@ -142,7 +142,7 @@ def test_service_account_key_pair_types(tmp_path):
 
     for sa_type, cls in (("rsa-2048", rsa.RSAPrivateKey), ("ecdsa-p256", ec.EllipticCurvePrivateKey)):
         cd = ClusterDir(tmp_path / sa_type)
-        ensure_material(cd, make_spec("single", edit=lambda d: d["pki"].update(serviceAccountKeyType=sa_type)))
+        ensure_material(cd, make_spec("single", edit=lambda d, sa_type=sa_type: d["pki"].update(serviceAccountKeyType=sa_type)))
         key = serialization.load_pem_private_key(cd.key("sa").read_bytes(), None)
         assert isinstance(key, cls)
         pub = serialization.load_pem_public_key((cd.pki / "sa.pub").read_bytes())

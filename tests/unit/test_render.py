@@ -202,7 +202,7 @@ def test_kubelet_security_settings():
 
 def test_encryption_config_per_provider():
     for provider in ("aescbc", "secretbox", "aesgcm"):
-        cb = render("single", edit=lambda d: d["encryption"].update(provider=provider))
+        cb = render("single", edit=lambda d, provider=provider: d["encryption"].update(provider=provider))
         f = cb.nodes["node-0"].files["/etc/kubernetes/encryption-config.yaml"]
         assert f.mode == 0o600
         doc = yaml.safe_load(f.content.decode().split("---\n", 1)[1])

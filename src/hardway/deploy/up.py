@@ -369,7 +369,7 @@ def _nodes(api: Api, workers: list[str], bad_is: str, good: Callable[[bool | Non
 def _all(check: Callable[[str], tuple[bool, str]], hosts: list[str]):
     async def probe() -> tuple[bool, str]:
         results = await asyncio.gather(*(asyncio.to_thread(check, h) for h in hosts))
-        bad = [f"{h}: {d}" for h, (ok, d) in zip(hosts, results) if not ok]
+        bad = [f"{h}: {d}" for h, (ok, d) in zip(hosts, results, strict=True) if not ok]
         return not bad, "; ".join(bad)[:400]
     return probe
 

@@ -69,7 +69,7 @@ def procs_files(rel: str) -> list[Path]:
 def _walk(d: Path) -> list[Path]:
     """`d` and every cgroup below it, children first."""
     out: list[Path] = []
-    for top, subdirs, _files in os.walk(d, topdown=False):
+    for top, _subdirs, _files in os.walk(d, topdown=False):
         out.append(Path(top))
     return out
 

@@ -499,7 +499,8 @@ def status(directory: str | Path = ".") -> StatusReport:
     base = sshkeys.ssh_base(lab)
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(running)))) as pool:
         reach = dict(zip([m.name for m in running],
-                         pool.map(lambda m: machine.ssh_ok(base, m.address.split("/")[0], timeout=8), running)))
+                         pool.map(lambda m: machine.ssh_ok(base, m.address.split("/")[0], timeout=8), running),
+                         strict=True))
     machines = []
     for m, in_spec in rows:
         on = m in running
