@@ -31,7 +31,11 @@ _held = threading.local()
 
 
 def _holder_text(command: str) -> bytes:
-    return (json.dumps({"pid": os.getpid(), "command": command, "argv": shlex.join(sys.argv),
+    # The command line as typed: `hardway -C lab1 up --timeout 600` (the console script, or
+    # `python -m hardway`); a library caller's own argv otherwise.
+    cli = Path(sys.argv[0]).name in ("hardway", "__main__.py")
+    argv = shlex.join(["hardway", *sys.argv[1:]] if cli else sys.argv)
+    return (json.dumps({"pid": os.getpid(), "command": command, "argv": argv,
                         "started": time.time()}) + "\n").encode()
 
 
@@ -41,8 +45,8 @@ def describe_holder(text: str) -> str:
         h = json.loads(text)
         started = float(h["started"])
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
-        return (f"PID {int(h['pid'])} runs `hardway {h['command']}` ({h['argv']}), started {when} "
-                f"({max(0, time.time() - started):.0f} s ago)")
+        return (f"PID {int(h['pid'])} runs `hardway {h['command']}` (command line: {h['argv']}), "
+                f"started {when} ({max(0, time.time() - started):.0f} s ago)")
     except (ValueError, KeyError, TypeError):
         return "a process that has not written its details yet"
 

@@ -163,7 +163,7 @@ def test_a_second_command_is_refused_and_told_who_holds_the_lock(tmp_path):
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(OperationError) as e, cluster_lock(d, "diff"):
             pass
-        assert f"PID {holder.pid} runs `hardway up`" in str(e.value) and "started" in str(e.value)
+        assert f"PID {holder.pid} runs `hardway up` (command line: " in str(e.value) and "started" in str(e.value)
         for cmd in (["diff"], ["up"], ["pki", "init"], ["render"]):
             r = subprocess.run([sys.executable, "-m", "hardway", "-C", str(d), *cmd], capture_output=True,
                                text=True, timeout=60, cwd=ROOT, env=env)
