@@ -7,6 +7,7 @@ import os
 import pytest
 
 E2E_REQUIRED_ENV = "HARDWAY_E2E_REQUIRED"
+E2E_TIMEOUT = 2400  # seconds per e2e test that may build the mirror or bring clusters up
 
 
 def require(condition: bool, reason: str) -> None:

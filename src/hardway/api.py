@@ -16,6 +16,7 @@ from .errors import OperationError, UsageError
 from .export import ExportReport, write_bundles
 from .fsio import write_atomic
 from .kubeconfig_merge import merge_kubeconfig
+from .lock import cluster_lock
 from .material import MaterialReport, current_material, ensure_material
 from .pki import inspect
 from .render import ClusterBundle, render_cluster
@@ -45,7 +46,9 @@ def validate(directory: str | Path = ".") -> LoadedSpec:
 
 def pki_init(directory: str | Path = ".", reissue: tuple[str, ...] = ()) -> MaterialReport:
     cd = ClusterDir.at(directory)
-    return ensure_material(cd, validate(directory).spec, reissue)
+    spec = validate(directory).spec
+    with cluster_lock(directory, "pki init"):
+        return ensure_material(cd, spec, reissue)
 
 
 def pki_show(directory: str | Path = ".") -> list[inspect.CertRow]:
@@ -78,9 +81,10 @@ def render(directory: str | Path = ".", out: str | Path | None = None) -> tuple[
     (StalePki, exit 2) while the PKI does not match the spec."""
     cd = ClusterDir.at(directory)
     spec = validate(directory).spec
-    material_report, material = current_material(cd, spec, "render")
-    bundles = render_cluster(spec, material)
-    report = write_bundles(bundles, Path(out) if out else cd.bundles)
+    with cluster_lock(directory, "render"):
+        material_report, material = current_material(cd, spec, "render")
+        bundles = render_cluster(spec, material)
+        report = write_bundles(bundles, Path(out) if out else cd.bundles)
     return bundles, report, material_report
 
 
@@ -99,10 +103,11 @@ def diff(directory: str | Path = ".", progress=lambda _m: None, parallel: int = 
     return _diff(directory, progress, Options(parallel=parallel, local=local))
 
 
-def verify(directory: str | Path = ".", progress=lambda _m: None, local: tuple[str, ...] = ()):
+def verify(directory: str | Path = ".", progress=lambda _m: None, local: tuple[str, ...] = (),
+           parallel: int = 16):
     from .deploy.up import Options
     from .verify.health import verify as _verify
-    return _verify(directory, progress, Options(local=local))
+    return _verify(directory, progress, Options(parallel=parallel, local=local))
 
 
 def smoke(directory: str | Path = ".", progress=lambda _m: None, local: tuple[str, ...] = ()):

@@ -13,7 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import UsageError
+
 SPEC_FILE = "cluster.yaml"
+# the directories hardway keeps in a cluster directory, and what for
+_ROLE = {"pki": "certificates and keys", "kubeconfigs": "kubeconfigs", "secrets": "the encryption key",
+         "bundles": "`hardway render` output", "bin": "the cluster's kubectl", "lab": "the lab's machines"}
 
 
 @dataclass(frozen=True)
@@ -22,7 +27,19 @@ class ClusterDir:
 
     @classmethod
     def at(cls, path: str | Path) -> "ClusterDir":
-        return cls(Path(path))
+        """The cluster directory at `path`, its layout checked (see `check_layout`)."""
+        cd = cls(Path(path))
+        cd.check_layout()
+        return cd
+
+    def check_layout(self) -> None:
+        """A file where hardway keeps a directory is named here, as an error to act on, instead
+        of surfacing half-way through a command as a NotADirectoryError."""
+        for d, role in ((self.root, "the cluster directory"), *((self.root / n, r) for n, r in _ROLE.items())):
+            if d.exists() and not d.is_dir():
+                raise UsageError(f"{d} is a file, but hardway keeps a directory there ({role}): "
+                                 "move the file away (or restore the directory from a backup), then "
+                                 "run the command again")
 
     @property
     def spec(self) -> Path:

@@ -16,9 +16,12 @@ from hardway.deploy.health import etcd_health, identity
 from hardway.clusterdir import ClusterDir
 from hardway.spec.load import load_spec
 from tests.e2e.cluster_fixture import hw, lab_cluster, log
+from tests.helpers import E2E_TIMEOUT
 from tests.mirror_fixture import mirror  # noqa: F401 (fixture)
 
-pytestmark = pytest.mark.e2e
+# Generous: on a fresh 2-core machine the first test to need them builds the mirror
+# (Kubernetes from source, ~7 min) and the lab image, before any cluster comes up.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(E2E_TIMEOUT)]
 
 
 def healthy_members(c) -> int:

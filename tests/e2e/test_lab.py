@@ -26,8 +26,10 @@ from tests.e2e.lab_fixture import (
     CLUSTER, CONTAINERD_CONFIG, CONTAINERD_UNIT, CONTROLLER, NODES, WORKER0, WORKER1,
     containerd_files, running_lab,
 )
+from tests.helpers import E2E_TIMEOUT
 
-pytestmark = pytest.mark.e2e
+# Generous: on a fresh 2-core machine the first test builds the lab image (debootstrap).
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(E2E_TIMEOUT)]
 
 MACHINES = [n for n, _ in NODES.values()]
 ADDRESSES = dict(NODES.values())

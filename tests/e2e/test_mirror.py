@@ -26,10 +26,12 @@ from hardway.artifacts.cache import sha256_file
 from hardway.artifacts.mirror import (
     MANIFEST, PAUSE_IMAGE_NAME, PAUSE_IMAGE_REF, WEB_IMAGE_NAME, WEB_IMAGE_REF, WEB_INDEX,
 )
-from tests.helpers import require
+from tests.helpers import E2E_TIMEOUT, require
 from tests.mirror_fixture import kubernetes_cache, last_build, mirror  # noqa: F401 (fixture)
 
-pytestmark = pytest.mark.e2e
+# Generous: on a fresh 2-core machine the first test to need them builds the mirror
+# (Kubernetes from source, ~7 min) and the lab image, before any cluster comes up.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(E2E_TIMEOUT)]
 
 
 def _versions(root: Path) -> dict[str, str]:

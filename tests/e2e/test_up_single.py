@@ -8,9 +8,12 @@ import time
 import pytest
 
 from tests.e2e.cluster_fixture import hw, lab_cluster, log
+from tests.helpers import E2E_TIMEOUT
 from tests.mirror_fixture import mirror  # noqa: F401 (fixture)
 
-pytestmark = pytest.mark.e2e
+# Generous: on a fresh 2-core machine the first test to need them builds the mirror
+# (Kubernetes from source, ~7 min) and the lab image, before any cluster comes up.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(E2E_TIMEOUT)]
 
 
 def test_single_node_cluster_up_verify_and_smoke(tmp_path, mirror):  # noqa: F811

@@ -18,9 +18,9 @@ from hardway.artifacts import layout
 from hardway.artifacts.cache import cache_dir
 from hardway.artifacts.fetch import Source, Store, fetch, fetch_for_spec
 from hardway.artifacts.layout import ChecksumFormatError, expected_digest, parse_checksums
-from hardway.artifacts.mirror import Entry, write_tgz
 from hardway.artifacts.serve import serving
 from hardway.errors import OperationError, SpecError, UsageError
+from tests.fake_mirror import fake_mirror
 from tests.specs import make_spec
 
 H1 = "a" * 64
@@ -114,35 +114,11 @@ def test_checksum_file_without_the_file():
 # a small mirror
 
 
-def _fake_mirror(root: Path, spec) -> dict[str, bytes]:
-    """Stand-ins in the real layout and checksum formats; returns key -> content."""
-    contents: dict[str, bytes] = {}
-    sums: dict[str, str] = {}
-    for d in layout.downloads_for_spec(spec):
-        dest = root / d.path
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if d.members:
-            entries = [Entry(m, f"#!/bin/sh\necho {name} {d.key}\n".encode()) for name, m in sorted(d.members.items())]
-            write_tgz(dest, entries)
-        else:
-            dest.write_bytes(f"#!/bin/sh\necho {d.key}\n".encode())
-        data = dest.read_bytes()
-        contents[d.key] = data
-        digest = hashlib.sha256(data).hexdigest()
-        if d.artifact == "kubernetes-server":
-            (root / d.checksum_path).write_text(digest)
-        else:
-            sums[d.checksum_path] = sums.get(d.checksum_path, "") + layout.sha256sum_line(digest, d.filename)
-    for path, text in sums.items():
-        (root / path).write_text(text)
-    return contents
-
-
 @pytest.fixture
 def small(tmp_path):
     spec = make_spec(edit=lambda d: d.setdefault("artifacts", {}).update(images=["web-1.0"]))
     root = tmp_path / "mirror"
-    contents = _fake_mirror(root, spec)
+    contents = fake_mirror(root, spec)
     return spec, root, contents, Store(tmp_path / "cache")
 
 
@@ -347,7 +323,7 @@ def test_pins_are_validated(digests, error):
 def test_image_paths_are_local_files(tmp_path):
     spec = make_spec(edit=lambda d: d.setdefault("artifacts", {}).update(images=["imgs/app.tar"]))
     root = tmp_path / "mirror"
-    _fake_mirror(root, spec)
+    fake_mirror(root, spec)
     with pytest.raises(UsageError, match="imgs/app.tar: no such file"):
         fetch_for_spec(spec, tmp_path, store=Store(tmp_path / "c"), mirror=str(root))
     (tmp_path / "imgs").mkdir()

@@ -1,10 +1,12 @@
 """A real 3-member etcd cluster, started from hardway's rendered etcd.service units.
 
 The members live on loopback addresses 127.0.2.10-12 (all of 127.0.0.0/8 reaches `lo` on
-Linux), so one machine runs the whole cluster with the rendered listen addresses and ports.
-Only file locations are rewritten: /etc/etcd/pki becomes the node's bundle directory and
---data-dir a per-member temporary directory. Then etcdctl checks health, membership and a
-key round trip, and that the separate etcd CA keeps every other certificate out.
+Linux), so one machine runs the whole cluster with the rendered listen addresses. Only file
+locations and ports are rewritten: /etc/etcd/pki becomes the node's bundle directory,
+--data-dir a per-member temporary directory, and 2379/2380 two ports found free here (an
+etcd of the host's own, or a second run of this test, keeps its ports). The members are
+stopped by PID, never by name. Then etcdctl checks health, membership and a key round trip,
+and that the separate etcd CA keeps every other certificate out.
 
 Needs `etcd` and `etcdctl` on PATH (Debian: apt-get install etcd-server etcd-client); skipped
 without them unless HARDWAY_E2E_REQUIRED=1.
@@ -22,6 +24,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -51,7 +54,7 @@ nodes:
 network: {nodeSubnet: 127.0.2.0/24, podCIDR: 10.200.0.0/16, serviceCIDR: 10.32.0.0/24}
 """
 MEMBERS = {"controller-0": "127.0.2.10", "controller-1": "127.0.2.11", "controller-2": "127.0.2.12"}
-CLIENT_PORT, PEER_PORT = 2379, 2380
+CLIENT_PORT, PEER_PORT = 2379, 2380  # as rendered; the test's members listen on free ports instead
 STARTUP_TIMEOUT = 30.0  # seconds until the cluster must report healthy
 UNIT = "etc/systemd/system/etcd.service"  # inside a node's bundle
 HEALTHY = re.compile(r"^(https://\S+) is healthy\b", re.MULTILINE)
@@ -81,8 +84,9 @@ def exec_start(unit_text: str) -> list[str]:
     return argv
 
 
-def localize(argv: list[str], etcd_bin: str, pki_dir: Path, data_dir: Path) -> list[str]:
-    """The rendered command with only its file locations moved to this test's directories."""
+def localize(argv: list[str], etcd_bin: str, pki_dir: Path, data_dir: Path, ports: dict[int, int]) -> list[str]:
+    """The rendered command with its file locations moved to this test's directories and its
+    ports (`ports`: rendered -> here) in every URL changed; a port not in `ports` fails."""
     out = [etcd_bin]
     data_dirs = 0
     for arg in argv[1:]:
@@ -92,6 +96,7 @@ def localize(argv: list[str], etcd_bin: str, pki_dir: Path, data_dir: Path) -> l
             data_dirs += 1
         else:
             arg = arg.replace(f"{ETCD_PKI}/", f"{pki_dir}/")
+            arg = re.sub(r"(https?://[0-9.]+):(\d+)", lambda m: f"{m.group(1)}:{ports[int(m.group(2))]}", arg)
         out.append(arg)
     assert data_dirs == 1, "the rendered unit must set --data-dir exactly once"
     # Every path the unit names must now exist: a new file flag in the renderer that this
@@ -112,6 +117,18 @@ def port_free(address: str, port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def free_ports(addresses: list[str], count: int) -> list[int]:
+    """`count` distinct ports free on every one of `addresses` (the kernel picks them)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((addresses[0], 0))
+            port = s.getsockname()[1]
+        if port not in ports and all(port_free(a, port) for a in addresses):
+            ports.append(port)
+    return ports
 
 
 def clean_env() -> dict[str, str]:
@@ -140,6 +157,8 @@ class EtcdCluster:
     root: Path
     cluster_dir: ClusterDir
     etcdctl_bin: str
+    client_port: int
+    peer_port: int
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     logs: dict[str, Path] = field(default_factory=dict)
     log_files: list[IO[bytes]] = field(default_factory=list)
@@ -147,7 +166,7 @@ class EtcdCluster:
 
     @property
     def endpoints(self) -> list[str]:
-        return [f"https://{addr}:{CLIENT_PORT}" for addr in MEMBERS.values()]
+        return [f"https://{addr}:{self.client_port}" for addr in MEMBERS.values()]
 
     def node_pki(self, node: str = "controller-0") -> Path:
         return self.root / "bundles" / node / ETCD_PKI.lstrip("/")
@@ -194,8 +213,9 @@ class EtcdCluster:
         return {n: p.returncode for n, p in self.procs.items() if p.poll() is not None}
 
     def stop(self) -> None:
-        # SIGKILL: the data is thrown away, and a SIGTERMed leader would spend seconds trying
-        # to hand leadership to members that are stopping too.
+        # By PID (the Popen objects), never by name. SIGKILL: the data is thrown away, and a
+        # SIGTERMed leader would spend seconds trying to hand leadership to members that are
+        # stopping too.
         for p in self.procs.values():
             if p.poll() is None:
                 p.kill()
@@ -233,44 +253,34 @@ def wait_healthy(cluster: EtcdCluster) -> None:
         time.sleep(0.3)
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> EtcdCluster:
+def etcd_programs() -> tuple[str, str]:
     require(sys.platform.startswith("linux"), f"needs Linux (127.0.0.0/8 on lo), not {sys.platform}")
     etcd_bin, etcdctl_bin = shutil.which("etcd"), shutil.which("etcdctl")
     require(etcd_bin is not None, "etcd is not on PATH (Debian: apt-get install etcd-server)")
     require(etcdctl_bin is not None, "etcdctl is not on PATH (Debian: apt-get install etcd-client)")
     assert etcd_bin and etcdctl_bin
-    busy = [f"{a}:{p}" for a in MEMBERS.values() for p in (CLIENT_PORT, PEER_PORT) if not port_free(a, p)]
-    if busy:
-        pytest.fail(
-            f"ports already in use: {', '.join(busy)}; is another etcd running? "
-            "(see `ss -ltnp | grep -E ':23(79|80)'`; e.g. `systemctl stop etcd`)",
-            pytrace=False,
-        )
+    return etcd_bin, etcdctl_bin
 
-    root = tmp_path_factory.mktemp("etcd-cluster")
+
+def start_cluster(root: Path, on_stop: Callable[[Callable[[], None]], None]) -> EtcdCluster:
+    """Render the looptest cluster into `root` and start its members on free ports; `on_stop`
+    registers the stop before the first member starts, so members never outlive the caller."""
+    etcd_bin, etcdctl_bin = etcd_programs()
+    client_port, peer_port = free_ports(list(MEMBERS.values()), 2)
     spec = parse_spec(SPEC_YAML).spec
     cd = ClusterDir(root / "cluster")
     ensure_material(cd, spec)
     write_bundles(render_cluster(spec, load_material(cd, spec)), root / "bundles")
-
-    c = EtcdCluster(root, cd, etcdctl_bin)
-    failed_before = request.session.testsfailed
-
-    def finish() -> None:
-        c.stop()
-        if request.session.testsfailed > failed_before and not c.logs_shown:
-            print(f"etcd member logs (last lines):\n{c.log_tails()}")
-
-    request.addfinalizer(finish)  # registered before the first start: members never outlive the test
-
+    c = EtcdCluster(root, cd, etcdctl_bin, client_port, peer_port)
+    on_stop(c.stop)
     for name in MEMBERS:
         bundle = root / "bundles" / name
         argv = exec_start((bundle / UNIT).read_text())
         data_dir = root / "data" / name
         data_dir.mkdir(parents=True)
         data_dir.chmod(0o700)
-        cmd = localize(argv, etcd_bin, bundle / ETCD_PKI.lstrip("/"), data_dir)
+        cmd = localize(argv, etcd_bin, bundle / ETCD_PKI.lstrip("/"), data_dir,
+                       {CLIENT_PORT: client_port, PEER_PORT: peer_port})
         c.logs[name] = root / f"{name}.log"
         log = open(c.logs[name], "wb")
         c.log_files.append(log)
@@ -279,6 +289,22 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReq
             env=clean_env(), cwd=root, start_new_session=True,
         )
     wait_healthy(c)
+    return c
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> EtcdCluster:
+    failed_before = request.session.testsfailed
+    started: list[EtcdCluster] = []
+
+    def finish(stop: Callable[[], None]) -> None:
+        stop()
+        if request.session.testsfailed > failed_before and started and not started[0].logs_shown:
+            print(f"etcd member logs (last lines):\n{started[0].log_tails()}")
+
+    c = start_cluster(tmp_path_factory.mktemp("etcd-cluster"),
+                      lambda stop: request.addfinalizer(lambda: finish(stop)))
+    started.append(c)
     return c
 
 
@@ -298,7 +324,7 @@ def test_member_list(cluster: EtcdCluster) -> None:
     members = json.loads(result.stdout)["members"]
     got = {m.get("name"): (m.get("peerURLs"), m.get("clientURLs")) for m in members}
     assert got == {
-        name: ([f"https://{addr}:{PEER_PORT}"], [f"https://{addr}:{CLIENT_PORT}"])
+        name: ([f"https://{addr}:{cluster.peer_port}"], [f"https://{addr}:{cluster.client_port}"])
         for name, addr in MEMBERS.items()
     }
 
@@ -352,3 +378,47 @@ def test_client_cert_from_other_ca_refused(cluster: EtcdCluster, tmp_path: Path,
     logged = cluster.logged_since(before)
     rejections = re.findall(r'"rejected connection".*certificate signed by unknown authority', logged)
     assert rejections, f"no member logged rejecting the certificate\n{output(result)}\n{logged}"
+
+
+def _comm(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return None
+
+
+def test_a_foreign_etcd_survives_and_keeps_its_ports(tmp_path: Path) -> None:
+    """Another etcd on this host (a harmless stand-in: `sleep` named etcd) holding the default
+    ports, as Debian's own or a lab's would: the test's members start beside it on ports of
+    their own and stop by PID, and it lives on."""
+    etcd_programs()
+    decoy_bin = tmp_path / "etcd"
+    shutil.copy(shutil.which("sleep") or "/bin/sleep", decoy_bin)
+    decoy = subprocess.Popen([str(decoy_bin), "300"], start_new_session=True)
+    held = []
+    for port in (CLIENT_PORT, PEER_PORT):  # the default ports, busy as with a running etcd
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind((MEMBERS["controller-0"], port))
+            s.listen()
+        except OSError:
+            pass  # already busy: just as good
+        held.append(s)
+    stops: list[Callable[[], None]] = []
+    try:
+        deadline = time.monotonic() + 10
+        while _comm(decoy.pid) != "etcd" and time.monotonic() < deadline:  # until its exec is done
+            time.sleep(0.05)
+        assert _comm(decoy.pid) == "etcd"
+        c = start_cluster(tmp_path / "run", stops.append)
+        assert {c.client_port, c.peer_port}.isdisjoint({CLIENT_PORT, PEER_PORT})
+        c.stop()
+        assert all(p.poll() is not None for p in c.procs.values()), "a member outlived stop()"
+        assert decoy.poll() is None and _comm(decoy.pid) == "etcd", "the foreign etcd was killed"
+    finally:
+        for stop in stops:
+            stop()
+        for s in held:
+            s.close()
+        decoy.kill()
+        decoy.wait(10)

@@ -29,9 +29,8 @@ def test_facts_parse_every_tag():
     ])
     f = parse_facts("n", text)
     assert f.arch == "x86_64" and f.systemd and not f.swap_on
-    assert f.files == {"/etc/etcd/pki/server.key": f.files["/etc/etcd/pki/server.key"]}
-    assert f.files["/etc/etcd/pki/server.key"].mode == 0o600
-    assert f.files["/etc/etcd/pki/server.key"].owner == "etcd:etcd"
+    # Stat and hash joined per path; a path with a stat but no hash (/etc/only-stat) is not a file fact.
+    assert f.files == {"/etc/etcd/pki/server.key": FileFact("a" * 64, 0o600, "etcd:etcd")}
     assert f.active_units == {"etcd.service"}
     assert f.pending_restarts == ("kubelet.service",)
     assert f.images == {"registry.k8s.io/pause:3.2"}
@@ -115,8 +114,13 @@ def test_push_applies_modes_owners_atomically_into_a_root(tmp_path):
         assert p.stat().st_mode & 0o7777 == it.mode, it.path
         assert file_sha256(p) == it.sha256
         assert not (root / (it.path.lstrip("/") + SUFFIX)).exists()
-    sums = (root / "var/lib/hardway/sums").read_text().splitlines()
-    assert len(sums) == len(plan.writes) and all(ln.split()[3] != "" for ln in sums)
+    # One SUMS line per file written: "size inode ctime sha256 path", as the file now is.
+    sums = [ln.split(" ", 4) for ln in (root / "var/lib/hardway/sums").read_text().splitlines()]
+    assert sorted((path, digest) for _size, _ino, _ctime, digest, path in sums) == \
+        sorted((it.path, it.sha256) for it, _ in plan.writes)
+    for size, ino, _ctime, _digest, path in sums:
+        st = (root / path.lstrip("/")).stat()
+        assert (int(size), int(ino)) == (st.st_size, st.st_ino), path
 
 
 def test_push_stops_at_the_first_failing_file(tmp_path):
@@ -139,8 +143,10 @@ def test_describe_and_summary_speak_plainly(tmp_path):
     plan = plan_host(d.bundle, Facts("worker-0"), d.items, d.images)
     lines = describe(plan)
     assert "write /etc/containerd/config.toml (new)" in lines and "start kubelet.service" in lines
-    assert summary([plan]).startswith("1 of 1 host(s) change")
-    assert summary([plan_host(d.bundle, Facts("worker-0"), {}, {})]) != "no changes on any of 1 host(s)"
+    files, units = len(d.items), len(d.unit_names)
+    assert summary([plan]) == f"1 of 1 host(s) change: {files} file(s) to write, {units} unit(s) to start, 0 to restart"
+    assert summary([plan_host(d.bundle, Facts("worker-0"), {}, {})]) == \
+        f"1 of 1 host(s) change: 0 file(s) to write, {units} unit(s) to start, 0 to restart"
     # ...and a converged host does say it (the wording `up` and `diff` print for a no-op).
     converged = Facts("worker-0", files={p: FileFact(it.sha256, it.mode, it.owner) for p, it in d.items.items()},
                       active_units=frozenset(d.unit_names), sysctls=dict(d.bundle.sysctls),

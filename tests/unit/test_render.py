@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from tests.fake_material import fake_material
 from tests.specs import make_spec
 
 GOLDEN = Path(__file__).parent.parent / "golden"
-UPDATE = os.environ.get("HARDWAY_UPDATE_GOLDEN") == "1"
+UPDATE_ENV = "HARDWAY_UPDATE_GOLDEN"
 VERSIONED = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy")
 
 
@@ -51,18 +52,36 @@ def flatten(cb: ClusterBundle, nodes: list[str] | None = None, secrets: bool = T
 
 
 def check_golden(name: str, text: str) -> None:
+    """`text` must equal the golden file. Only HARDWAY_UPDATE_GOLDEN=1 writes one: a missing
+    golden fails (a test that wrote what it checks would pass whatever the renderer did)."""
     path = GOLDEN / name
-    if UPDATE or not path.exists():
-        if not UPDATE and os.environ.get("CI"):
-            pytest.fail(f"golden file {path} is missing; run HARDWAY_UPDATE_GOLDEN=1 pytest and review it")
+    if os.environ.get(UPDATE_ENV) == "1":
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
+    if not path.exists():
+        pytest.fail(f"golden file {path} is missing; run `{UPDATE_ENV}=1 pytest tests/unit/test_render.py` "
+                    "and review what it wrote", pytrace=False)
     want = path.read_text()
     if text != want:
         import difflib
 
         diff = "".join(list(difflib.unified_diff(want.splitlines(True), text.splitlines(True), "golden", "rendered"))[:80])
-        pytest.fail(f"{name} differs from the golden file (HARDWAY_UPDATE_GOLDEN=1 to accept):\n{diff}")
+        pytest.fail(f"{name} differs from the golden file ({UPDATE_ENV}=1 to accept):\n{diff}")
+
+
+def test_a_missing_golden_fails_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "GOLDEN", tmp_path)
+    monkeypatch.delenv(UPDATE_ENV, raising=False)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.fail.Exception, match="missing"):
+        check_golden("new.txt", "rendered\n")
+    assert not (tmp_path / "new.txt").exists()
+    monkeypatch.setenv(UPDATE_ENV, "1")
+    check_golden("new.txt", "rendered\n")  # the explicit update writes it
+    assert (tmp_path / "new.txt").read_text() == "rendered\n"
+    monkeypatch.delenv(UPDATE_ENV)
+    with pytest.raises(pytest.fail.Exception, match="differs"):
+        check_golden("new.txt", "rendered differently\n")
 
 
 @pytest.mark.parametrize("preset", list(PRESETS))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from hardway.deploy.hostkeys import KnownHosts
 from hardway.deploy.transport import LocalTransport
+from hardway.errors import OperationError
 
 
 def test_local_transport_streams_input_and_reports_exit_status():
@@ -38,7 +39,7 @@ def test_local_transport_times_out_and_kills_the_command(tmp_path):
         try:
             await t.run(f"sleep 60 & echo $! > {pidfile}; wait", timeout=1.0)
             outcome.append(None)
-        except asyncio.TimeoutError as e:
+        except OperationError as e:  # a timeout is an error the user can act on, no traceback
             outcome.append(e)
 
     async def scenario() -> int:
@@ -53,7 +54,8 @@ def test_local_transport_times_out_and_kills_the_command(tmp_path):
         return child if alive else 0
 
     survivor = asyncio.run(scenario())
-    assert outcome and isinstance(outcome[0], asyncio.TimeoutError), outcome
+    assert outcome and isinstance(outcome[0], OperationError), outcome
+    assert str(outcome[0]) == "me (local): command timed out after 1.0 s"
     assert survivor == 0, f"the script's background child {survivor} survived the timeout"
 
 

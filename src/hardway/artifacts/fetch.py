@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import http.client
 import json
 import os
 import tarfile
@@ -262,16 +263,22 @@ def _download(source: Source, d: Download, expected: str, checksum_url: str, sto
         with os.fdopen(fd, "wb") as out, source.open(d.path) as (f, total):
             verb = "copying" if source.kind == "dir" else "downloading"
             progress(f"{verb} {d.filename} ({_mb(total)}) from {url}")
-            while chunk := f.read(CHUNK):
-                out.write(chunk)
-                h.update(chunk)
-                size += len(chunk)
-                now = time.monotonic()
-                if total and now - last > 5:
-                    last = now
-                    progress(f"  {d.filename}: {100 * size // total}% of {_mb(total)}")
-            out.flush()
-            os.fsync(out.fileno())
+            try:
+                while chunk := f.read(CHUNK):
+                    out.write(chunk)
+                    h.update(chunk)
+                    size += len(chunk)
+                    now = time.monotonic()
+                    if total and now - last > 5:
+                        last = now
+                        progress(f"  {d.filename}: {100 * size // total}% of {_mb(total)}")
+                out.flush()
+                os.fsync(out.fileno())
+            except (OSError, http.client.HTTPException) as e:  # a reset, a timeout, a full disk
+                raise OperationError(
+                    f"{url}: {verb} failed after {size} of {total if total is not None else '?'} bytes "
+                    f"({str(e) or type(e).__name__}; cache {store.root}); nothing was cached. Run "
+                    "the command again to retry") from None
         if total is not None and size != total:
             raise OperationError(f"{url}: download cut short ({size} of {total} bytes); nothing was cached")
         got = h.hexdigest()

@@ -159,19 +159,28 @@ def write_image(dest: Path, ref: str, files: dict[str, ImageFile], entrypoint: l
 
 
 def image_refs(path: Path) -> list[str]:
-    """The image names an OCI layout tarball carries (what `ctr images import` will create)."""
-    with tarfile.open(path) as tar:
-        try:
-            member = tar.extractfile("index.json")
-        except KeyError:
-            member = None
-        if member is None:
-            return []
-        index = json.loads(member.read())
-    refs = []
-    for m in index.get("manifests", []):
-        ann = m.get("annotations") or {}
-        ref = ann.get("io.containerd.image.name") or ann.get("org.opencontainers.image.ref.name")
-        if ref and ref not in refs:
-            refs.append(ref)
+    """The image names an OCI layout tarball carries (what `ctr images import` will create).
+    Raises ValueError, saying why, for a file that is not a tar or has no readable index."""
+    try:
+        with tarfile.open(path) as tar:
+            try:
+                member = tar.extractfile("index.json")
+            except KeyError:
+                member = None
+            if member is None:
+                return []
+            index = json.loads(member.read())
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise ValueError(f"not a readable tar archive ({e})") from None
+    except ValueError as e:  # JSON, or UTF-8
+        raise ValueError(f"its index.json is not JSON ({e})") from None
+    refs: list[str] = []
+    try:
+        for m in index.get("manifests", []):
+            ann = m.get("annotations") or {}
+            ref = ann.get("io.containerd.image.name") or ann.get("org.opencontainers.image.ref.name")
+            if ref and ref not in refs:
+                refs.append(str(ref))
+    except (AttributeError, TypeError):
+        raise ValueError("its index.json is not an OCI image index") from None
     return refs

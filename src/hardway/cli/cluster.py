@@ -18,6 +18,12 @@ LOCAL_OPTION = click.option(
     help="Reach this node by running commands on this machine instead of SSH (repeatable).")
 
 
+def parallel_option(what: str):
+    # At least 1: with 0 no host would ever start and the command would hang.
+    return click.option("--parallel", default=16, show_default=True, type=click.IntRange(min=1),
+                        help=f"Hosts {what} at once.")
+
+
 def _progress():
     t0 = time.monotonic()
 
@@ -29,7 +35,7 @@ def _progress():
 @cli.command()
 @DIR_OPTION
 @click.option("--timeout", default=300.0, show_default=True, help="Seconds each health wait may take.")
-@click.option("--parallel", default=16, show_default=True, help="Hosts worked on at once.")
+@parallel_option("worked on")
 @LOCAL_OPTION
 @click.option("--adopt", is_flag=True,
               help="Replace files hardway does not own (an existing haproxy.cfg, containerd config, runc), "
@@ -50,7 +56,7 @@ def up(directory: Path, timeout: float, parallel: int, local: tuple[str, ...], a
 
 @cli.command()
 @DIR_OPTION
-@click.option("--parallel", default=16, show_default=True, help="Hosts queried at once.")
+@parallel_option("queried")
 @LOCAL_OPTION
 def diff(directory: Path, parallel: int, local: tuple[str, ...]) -> None:
     """Print, per host, what `hardway up` would change, without changing anything."""
@@ -75,17 +81,18 @@ def diff(directory: Path, parallel: int, local: tuple[str, ...]) -> None:
 @click.option("--skip", metavar="RE", help="With --conformance: skip the tests matching RE "
               "(default \\[Serial\\]|\\[Disruptive\\]).")
 @click.option("--serial", is_flag=True, help="With --conformance: the [Serial] conformance tests, one at a time.")
-@click.option("--parallel", type=click.IntRange(1, 64), default=4, show_default=True,
-              help="With --conformance: test processes run at once.")
+@click.option("--parallel", type=click.IntRange(1, 64), default=None,
+              help="Hosts connected to at once (default 16); with --conformance, also the e2e test "
+                   "processes run at once (default 4).")
 @click.option("--junit", "junit", type=click.Path(file_okay=False, path_type=Path),
               help="With --conformance: where the JUnit reports go (default DIR/conformance/<time>).")
 @LOCAL_OPTION
 def verify(directory: Path, smoke: bool, conformance: bool, focus: str | None, skip: str | None,
-           serial: bool, parallel: int, junit: Path | None, local: tuple[str, ...]) -> None:
+           serial: bool, parallel: int | None, junit: Path | None, local: tuple[str, ...]) -> None:
     """Check etcd, every apiserver, every unit, every node. Exit 0 healthy, 3 degraded, 1 broken."""
     if not conformance and (focus or skip is not None or serial or junit):
         raise UsageError("--focus, --skip, --serial and --junit go with --conformance")
-    report = api.verify(directory, _progress(), local)
+    report = api.verify(directory, _progress(), local, parallel or 16)
     for c in report.checks:
         out.print(f"{'ok  ' if c.ok else 'FAIL'} {c.name}" + (f": {c.detail}" if c.detail else ""))
     out.print(f"cluster {report.status.value}" + (": " + "; ".join(report.reasons) if report.reasons else ""))
@@ -106,7 +113,7 @@ def verify(directory: Path, smoke: bool, conformance: bool, focus: str | None, s
         if report.status.value == "broken":
             out.print("conformance tests not run: the cluster is broken")
         else:
-            code = _conformance(directory, focus, skip, serial, parallel, junit, local) or code
+            code = _conformance(directory, focus, skip, serial, parallel or 4, junit, local) or code
     sys.exit(code)
 
 

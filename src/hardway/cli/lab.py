@@ -135,7 +135,11 @@ def down(directory: Path, timeout: float) -> None:
 @click.option("--timeout", default=30.0, show_default=True,
               help="Seconds to wait for clean power-offs before killing what is left.")
 def destroy(directory: Path, timeout: float) -> None:
-    """`down`, then delete the machines' roots, keys and state (DIR/lab)."""
+    """`down`, then delete what the lab made in DIR/lab: the machines' roots, their logs, the
+    lab's key, known_hosts and state. Anything else there is left (and named)."""
     r = hwlab.destroy(directory, _progress, timeout)
     _down_summary(r, "destroy")
-    out.print(f"deleted {Path(directory) / 'lab'}", markup=False)
+    lab = Path(directory) / "lab"
+    if r.deleted:
+        out.print(f"deleted the lab's machines, logs, key and state in {lab}", markup=False)
+    _warn([f"{p}: left in place: the lab did not make it" for p in r.left])

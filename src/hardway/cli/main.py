@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import click
@@ -165,6 +166,8 @@ def render(directory: Path, out_dir: Path | None) -> None:
                   f"units: {', '.join(u.name for u in b.units)}")
     if material.all_written:
         out.print(f"(pki init first wrote {len(material.all_written)} file(s))")
+    _warn([f"{p}: left in place: an earlier render recorded it, but it changed since (or lies "
+           "outside the node's tree), so it is not hardway's to delete" for p in report.kept])
     out.print(f"{target}: {len(report.written)} file(s) written, {len(report.removed)} removed"
               if report.written or report.removed else f"{target}: up to date, nothing written")
 
@@ -193,3 +196,10 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+    except Exception:
+        # Every failure a user can cause is a HardwayError above. Anything else is a bug in
+        # hardway: its traceback is what a bug report needs, so it is printed, and said so.
+        traceback.print_exc()
+        err.print("hardway failed unexpectedly: this is a bug in hardway. Please report it with the "
+                  "traceback above and the command you ran.", markup=False)
+        sys.exit(1)

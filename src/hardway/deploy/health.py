@@ -87,11 +87,19 @@ class Api:
         self.ident = identity(cd, "ca", "admin")
 
     def get(self, path: str, timeout: float = 5) -> dict:
-        status, body = https_get(self.host, self.port, path, self.ident, timeout)
+        """The JSON at `path`; anything else (no answer, an error status, not JSON) is an
+        OperationError naming the request."""
+        what = f"GET {path} from the API at {self.host}:{self.port}"
+        try:
+            status, body = https_get(self.host, self.port, path, self.ident, timeout)
+        except (OSError, http.client.HTTPException) as e:  # refused, reset, TLS, timeout
+            raise OperationError(f"{what}: {str(e) or type(e).__name__}") from None
         if status != 200:
-            raise OperationError(f"GET {path} from the API at {self.host}:{self.port}: HTTP {status}: "
-                                 f"{body[:300].decode(errors='replace')}")
-        return json.loads(body)
+            raise OperationError(f"{what}: HTTP {status}: {body[:300].decode(errors='replace')}")
+        try:
+            return json.loads(body)
+        except ValueError as e:
+            raise OperationError(f"{what}: the answer is not JSON ({e})") from None
 
     def nodes(self) -> dict[str, bool]:
         """node name -> Ready."""

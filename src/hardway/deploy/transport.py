@@ -80,6 +80,10 @@ def _wrap(script: str, user: str) -> str:
     return cmd if user == "root" else "sudo -n " + cmd
 
 
+def _timed_out(t: Transport, timeout: float | None) -> OperationError:
+    return OperationError(f"{t.node} ({t.target}): command timed out after {timeout} s")
+
+
 class LocalTransport:
     """The operator's own machine (the `single` preset on one host): plain subprocesses."""
 
@@ -108,10 +112,14 @@ class LocalTransport:
                 return out, err
 
             _, (out, err) = await asyncio.wait_for(asyncio.gather(feed(), collect()), timeout)
-        except BaseException:
+        except BaseException as e:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
+            if isinstance(e, asyncio.TimeoutError):
+                raise _timed_out(self, timeout) from e
+            if isinstance(e, OSError):  # its stdin closed early, say
+                raise OperationError(f"{self.node} (local): the command failed: {e}") from e
             raise
         return Result(proc.returncode or 0, out, err)
 
@@ -134,7 +142,7 @@ class SSHTransport:
             else:
                 rc, out, err = await asyncio.wait_for(self._stream(script, input), timeout)
         except (asyncssh.TimeoutError, asyncio.TimeoutError) as e:
-            raise OperationError(f"{self.node} ({self.target}): command timed out after {timeout} s") from e
+            raise _timed_out(self, timeout) from e
         except (asyncssh.Error, OSError) as e:
             raise OperationError(f"{self.node} ({self.target}): SSH connection lost: {e}") from e
         return Result(rc if rc is not None else 255, out or b"", err or b"")

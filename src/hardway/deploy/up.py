@@ -22,12 +22,15 @@ from ..artifacts.oci import image_refs
 from ..clusterdir import ClusterDir
 from ..errors import OperationError, UsageError
 from ..fsio import write_atomic
+from ..lab.state import state_path
+from ..lock import cluster_lock
 from ..material import current_material
 from ..render import render_cluster
 from ..render.bundle import ClusterBundle, Phase
-from ..spec.load import load_spec
 from ..render.worker import kubelet_refuses_cgroup_v1
+from ..spec.load import load_spec
 from ..spec.model import APISERVER_PORT, ClusterSpec, Role
+from ..spec.presets import require_lab_profile
 from . import activate as act
 from .desired import BACKUP_DIR, MANIFEST, Desired, desired_for, file_sha256
 from .facts import gather
@@ -51,6 +54,10 @@ class Options:
     parallel: int = 16  # hosts worked on at once
     local: tuple[str, ...] = ()  # nodes reached without SSH (this machine)
     adopt: bool = False  # replace foreign files, keeping their originals (plan.foreign)
+
+    def __post_init__(self) -> None:
+        if self.parallel < 1:  # 0 would never start a host: the run would hang
+            raise UsageError(f"--parallel {self.parallel}: must be at least 1 (hosts worked on at once)")
 
 
 @dataclass
@@ -86,10 +93,13 @@ def prepare(directory: Path, progress: Progress, command: str = "up") -> Prepare
     images: dict[str, tuple[Path, list[str]]] = {}
     for entry in spec.artifacts.images:
         path = fetched.files[f"image/{entry}"]
-        refs = image_refs(path)
+        try:
+            refs, why = image_refs(path), "it names no image (index.json annotation io.containerd.image.name)"
+        except ValueError as e:
+            refs, why = [], str(e)
         if not refs:
             raise UsageError(f"spec.artifacts.images: {entry}: {path} is not an OCI image tarball with "
-                             "an image name (index.json annotation io.containerd.image.name)")
+                             f"an image name: {why}")
         images[entry] = (path, refs)
     desired = {name: desired_for(b, fetched.binaries(b.binaries), images) for name, b in cluster.nodes.items()}
     # The operator's kubectl: the same version as the cluster, beside its kubeconfig.
@@ -120,22 +130,36 @@ async def connect_all(spec: ClusterSpec, cd: ClusterDir, names: list[str], opts:
         opened[name] = await one(name)
 
     try:
-        await _each(names, keep, opts.parallel)
+        await each_host(names, keep, opts.parallel)
     except BaseException:
         await asyncio.gather(*(t.close() for t in opened.values()), return_exceptions=True)
         raise
     return opened
 
 
-async def _each(names: list[str], fn: Callable[[str], Awaitable], parallel: int) -> dict:
-    """Run fn per host, at most `parallel` at once; the first failure cancels the rest."""
+async def each_host(names: list[str], fn: Callable[[str], Awaitable], parallel: int) -> dict:
+    """Run fn per host, at most `parallel` at once. The first failure cancels the others and
+    waits until they have stopped before it is raised: no host goes on being changed after
+    another failed, and no task outlives the run (its connection is about to be closed)."""
     sem = asyncio.Semaphore(parallel)
 
     async def one(name: str):
         async with sem:
-            return name, await fn(name)
+            return await fn(name)
 
-    return dict(await asyncio.gather(*(one(n) for n in names)))
+    tasks = {name: asyncio.ensure_future(one(name)) for name in names}
+    try:
+        if tasks:
+            await asyncio.wait(tasks.values(), return_when=asyncio.FIRST_EXCEPTION)
+    finally:  # also when this run itself is cancelled (Ctrl-C)
+        pending = [t for t in tasks.values() if not t.done()]
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+    for t in tasks.values():  # the first failure in host order; the others were cancelled
+        if not t.cancelled() and t.exception() is not None:
+            raise t.exception()
+    return {name: t.result() for name, t in tasks.items()}
 
 
 def _check_facts(facts: dict[str, Facts], desired: dict[str, Desired], spec: ClusterSpec) -> None:
@@ -197,7 +221,7 @@ class Session:
         self.t = await connect_all(self.p.spec, self.p.cd, self.names, self.opts, self.progress)
 
     async def gather_and_plan(self) -> None:
-        self.facts = await _each(self.names, lambda n: gather(self.t[n], self.p.desired[n]), self.opts.parallel)
+        self.facts = await each_host(self.names, lambda n: gather(self.t[n], self.p.desired[n]), self.opts.parallel)
         _check_facts(self.facts, self.p.desired, self.p.spec)
         for name, d in self.p.desired.items():
             self.plans[name] = plan_for(d, self.facts[name], self.opts.adopt)
@@ -219,13 +243,15 @@ async def _run_with_session(p: Prepared, opts: Options, progress: Progress,
 
 def diff(directory: str | Path = ".", progress: Progress = _quiet, opts: Options | None = None) -> dict[str, HostPlan]:
     """What `up` would change on each host, changing nothing."""
-    p = prepare(Path(directory), progress, "diff")
-    out: dict[str, HostPlan] = {}
+    load_spec(ClusterDir.at(directory).spec)  # a missing or invalid spec says so before the lock
+    with cluster_lock(directory, "diff"):
+        p = prepare(Path(directory), progress, "diff")
+        out: dict[str, HostPlan] = {}
 
-    async def body(s: Session) -> None:
-        out.update(s.plans)
+        async def body(s: Session) -> None:
+            out.update(s.plans)
 
-    asyncio.run(_run_with_session(p, opts or Options(), progress, body))
+        asyncio.run(_run_with_session(p, opts or Options(), progress, body))
     return out
 
 
@@ -248,7 +274,7 @@ async def _phase_hosts(s: Session, phase: Phase) -> None:
 
     names = [n for n in s.names if act.units_in(s.p.desired[n], phase)
              or (phase is Phase.host and (s.plans[n].sysctls or s.plans[n].modules))]
-    await _each(names, one, s.opts.parallel)
+    await each_host(names, one, s.opts.parallel)
 
 
 SETTLE_SECONDS = 20
@@ -272,7 +298,7 @@ async def _settled(s: Session, phase: Phase) -> None:
             states = await act.unit_states(s.t[name], units)
             bad_units[name] = act.unsettled(states, touched, seen.get(name))
             seen[name] = states
-        await _each(hosts, one, s.opts.parallel)
+        await each_host(hosts, one, s.opts.parallel)
         return not _said(bad_units), _said(bad_units)
 
     try:  # the same poll loop as the health waits, quietly: a settled phase says nothing
@@ -323,7 +349,7 @@ async def _units_given_up(s: Session, hosts: list[str], units: list[str]) -> dic
         # First look after one interval: most waits (every one of a no-op `up`) are over by
         # then, and cost no SSH round trip for this.
         await asyncio.sleep(UNIT_WATCH_INTERVAL)
-        found = {n: bad for n, bad in (await _each(hosts, one, s.opts.parallel)).items() if bad}
+        found = {n: bad for n, bad in (await each_host(hosts, one, s.opts.parallel)).items() if bad}
         if found:
             return found
 
@@ -387,7 +413,18 @@ def kubectl_argv(cd: ClusterDir, *args: str) -> list[str]:
 
 def kubectl(cd: ClusterDir, *args: str, input: bytes | None = None,
             timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(kubectl_argv(cd, *args), input=input, capture_output=True, timeout=timeout)
+    """The cluster's kubectl; its exit status is the caller's to judge. A kubectl that cannot
+    run or does not finish in `timeout` is an OperationError naming the command."""
+    argv = kubectl_argv(cd, *args)
+    what = f"`kubectl {' '.join(args)}`"
+    try:
+        return subprocess.run(argv, input=input, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise OperationError(f"{what} did not finish within {timeout:.0f} s: is the API at "
+                             f"{cd.kubeconfig('admin')}'s server reachable? (`hardway verify`)") from None
+    except OSError as e:
+        raise OperationError(f"{what}: cannot run {argv[0]}: {e.strerror}; run `hardway up` to put the "
+                             "cluster's kubectl there again") from None
 
 
 def _record_manifest(namespace: str, name: str, digest: str) -> bytes:
@@ -451,7 +488,7 @@ async def _up(s: Session, report: UpReport) -> None:
                          f"in {time.monotonic() - t:.1f} s")
             if plan.daemon_reload:
                 await act.daemon_reload(s.t[name])
-        await _each(s.names, push_one, s.opts.parallel)
+        await each_host(s.names, push_one, s.opts.parallel)
 
     controllers = [str(n.address) for n in spec.controllers]
     ctl_names = [n.name for n in spec.controllers]
@@ -498,26 +535,30 @@ async def _up(s: Session, report: UpReport) -> None:
                     ["kubelet.service", "kube-proxy.service", "containerd.service"])
         await _settled(s, Phase.worker)
     pending = [n for n in s.names if s.facts[n].pending_restarts or s.plans[n].restarts]
-    await _each(pending, lambda n: act.clear_pending(s.t[n]), s.opts.parallel)
+    await each_host(pending, lambda n: act.clear_pending(s.t[n]), s.opts.parallel)
 
 
 def up(directory: str | Path = ".", progress: Progress = _quiet, opts: Options | None = None) -> UpReport:
     """Bring the cluster described by DIR/cluster.yaml up (or up to date). Idempotent."""
     start = time.monotonic()
     opts = opts or Options()
-    p = prepare(Path(directory), progress)
-    report = UpReport({})
+    spec = load_spec(ClusterDir.at(directory).spec).spec  # a missing or invalid spec says so first
+    if state_path(Path(directory)).exists():  # the nodes are lab machines
+        require_lab_profile(spec, Path(directory), "up")
+    with cluster_lock(directory, "up"):
+        p = prepare(Path(directory), progress)
+        report = UpReport({})
 
-    async def body(s: Session) -> None:
-        report.plans = s.plans
-        await _up(s, report)
+        async def body(s: Session) -> None:
+            report.plans = s.plans
+            await _up(s, report)
 
-    asyncio.run(_run_with_session(p, opts, progress, body))
+        asyncio.run(_run_with_session(p, opts, progress, body))
     report.seconds = round(time.monotonic() - start, 2)
     progress(("done: " if report.changed else "done, nothing changed: ") + summary(report.plans.values())
              + f" ({report.seconds:.1f} s)")
     return report
 
 
-__all__ = ["Options", "UpReport", "connect_all", "describe", "diff", "kubectl", "kubectl_argv", "kubectl_path",
+__all__ = ["Options", "UpReport", "connect_all", "describe", "diff", "each_host", "kubectl", "kubectl_argv", "kubectl_path",
            "prepare", "up"]

@@ -20,8 +20,10 @@ from pathlib import Path
 
 from ..clusterdir import ClusterDir
 from ..errors import HardwayError, OperationError, UsageError
+from ..lock import cluster_lock
 from ..spec.load import load_spec
 from ..spec.model import ClusterSpec
+from ..spec.presets import require_lab_profile
 from . import cgroups, host, image, machine, sshkeys
 from .host import Progress
 from .state import LabState, MachineState, lab_dir, load_state, locked, save_state, state_path
@@ -67,6 +69,8 @@ class DownReport:
     stopped: dict[str, str] = field(default_factory=dict)  # machine -> how it ended
     bridge_removed: bool = False
     nothing_to_do: bool = False
+    deleted: list[Path] = field(default_factory=list)  # destroy: what it deleted in DIR/lab
+    left: list[Path] = field(default_factory=list)  # destroy: what DIR/lab still holds (not the lab's)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,17 +156,19 @@ def up(directory: str | Path = ".", progress: Progress = _quiet, timeout: float 
     """Create (if needed) and boot every machine cluster.yaml names; `only`: just these."""
     started_at = time.monotonic()
     directory = Path(directory)
+    command = f"lab start {' '.join(only)}" if only else "lab up"
+    spec = _spec(directory)
+    require_lab_profile(spec, directory, command)  # before anything starts: it would fail late
     host.require_linux_root()
     host.need("systemd-nspawn", "ip", "ssh", "ssh-keygen", "cp")
     cd = ClusterDir.at(directory)
-    spec = _spec(directory)
     lab = lab_dir(directory)
     report = UpReport()
     names = [n.name for n in spec.nodes]
     for name in only or []:
         if name not in names:
             raise _unknown(name, names)
-    with locked(directory):
+    with cluster_lock(directory, command), locked(directory):
         state = load_state(directory)
         fresh = _new_state(spec)
         if state is None:
@@ -316,7 +322,7 @@ def stop(directory: str | Path, name: str, progress: Progress = _quiet, timeout:
     host.require_linux_root()
     if not state_path(directory).exists():
         raise _unknown(name, [])
-    with locked(directory):
+    with cluster_lock(directory, f"lab stop {name}"), locked(directory):
         state = load_state(directory)
         if state is None or name not in state.machines:
             raise _unknown(name, list(state.machines) if state else [])
@@ -338,7 +344,7 @@ def down(directory: str | Path = ".", progress: Progress = _quiet, timeout: floa
     if not state_path(directory).exists():
         report.nothing_to_do = True
         return report
-    with locked(directory):
+    with cluster_lock(directory, "lab down"), locked(directory):
         state = load_state(directory)
         if state is None:
             report.nothing_to_do = True
@@ -398,11 +404,22 @@ def _mounts_under(path: Path) -> list[str]:
 
 
 def destroy(directory: str | Path = ".", progress: Progress = _quiet, timeout: float = 30) -> DownReport:
-    """`down`, then delete the machines' roots and everything else in DIR/lab."""
+    """`down`, then delete what the lab made in DIR/lab: the machines its state records, their
+    logs, its key, known_hosts and state. Nothing else: without a state file there is no lab
+    here, and DIR/lab is left exactly as it is."""
     directory = Path(directory)
-    report = down(directory, progress, timeout)
+    if not state_path(directory).exists():
+        return down(directory, progress, timeout)  # no lab here: nothing to do
+    with cluster_lock(directory, "lab destroy"):
+        report = down(directory, progress, timeout)
+        return _delete_lab(directory, report, progress)
+
+
+def _delete_lab(directory: Path, report: DownReport, progress: Progress) -> DownReport:
     lab = lab_dir(directory)
-    if not lab.exists():
+    state = load_state(directory)
+    if state is None:
+        report.nothing_to_do = True
         return report
     with locked(directory):
         busy = _users_of(lab)
@@ -411,21 +428,48 @@ def destroy(directory: str | Path = ".", progress: Progress = _quiet, timeout: f
         mounts = _mounts_under(lab)
         if mounts:
             raise OperationError(f"{', '.join(mounts[:5])} mounted inside {lab}; unmount, then retry")
-        for d in sorted((lab / "machines").glob("*")) if (lab / "machines").is_dir() else []:
-            progress(f"deleting {d}")
-        for child in lab.iterdir():
-            if child.name == ".lock":
-                continue
-            if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child)
+        for path in _made_by_lab(directory, state):
+            if path.is_dir() and not path.is_symlink():
+                progress(f"deleting {path}")
+                shutil.rmtree(path)
             else:
-                child.unlink()
+                path.unlink()
+            report.deleted.append(path)
+        for d in (lab / "machines", lab / "logs"):
+            _rmdir_if_empty(d)
     (lab / ".lock").unlink(missing_ok=True)
+    _rmdir_if_empty(lab)
+    report.left = sorted(lab.iterdir()) if lab.is_dir() else []
+    return report
+
+
+def _made_by_lab(directory: Path, state: LabState) -> list[Path]:
+    """What `lab up` creates in DIR/lab (see the module doc), as far as it exists. A machine's
+    root or log counts only where `lab up` puts it: a state file naming a path elsewhere
+    gets nothing deleted there."""
+    lab = lab_dir(directory)
+    fixed = [lab / n for n in (sshkeys.KEY_NAME, sshkeys.KEY_NAME + ".pub", sshkeys.KNOWN_HOSTS, ".gitignore")]
+    per_machine = []
+    for name, m in state.machines.items():
+        root = lab / "machines" / name
+        if _same(m.root, root):
+            per_machine += [root, root.with_name(f".{name}.copying")]  # copy_image's temporary
+        log = lab / "logs" / f"{name}.log"
+        if m.log and _same(m.log, log):
+            per_machine += [log, log.with_name(log.name + ".1")]  # boot keeps one previous log
+    # the state last: a deletion cut short leaves a lab that the next destroy still knows
+    return [p for p in per_machine + fixed + [state_path(directory)] if os.path.lexists(p)]
+
+
+def _same(a: str | Path, b: Path) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _rmdir_if_empty(d: Path) -> None:
     try:
-        lab.rmdir()
+        d.rmdir()
     except OSError:
         pass
-    return report
 
 
 # ---------------------------------------------------------------------------------------------
@@ -455,7 +499,8 @@ def status(directory: str | Path = ".") -> StatusReport:
     base = sshkeys.ssh_base(lab)
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(running)))) as pool:
         reach = dict(zip([m.name for m in running],
-                         pool.map(lambda m: machine.ssh_ok(base, m.address.split("/")[0], timeout=8), running), strict=True))
+                         pool.map(lambda m: machine.ssh_ok(base, m.address.split("/")[0], timeout=8), running),
+                         strict=True))
     machines = []
     for m, in_spec in rows:
         on = m in running

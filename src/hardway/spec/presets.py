@@ -6,9 +6,13 @@ will edit it. Tests parse each preset back through `parse_spec`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from .. import __version__
+from ..clusterdir import ClusterDir
+from ..errors import UsageError
 
 DEFAULT_VERSION = "1.20.2"
 
@@ -83,6 +87,69 @@ kubelet:
   failCgroupV1: false            # lab machines share this host's cgroups, v1 here; Kubernetes 1.35's
                                  # kubelet refuses v1 unless told (1.31+; older ones always run on it)
 """
+
+@dataclass(frozen=True)
+class LabSetting:
+    """One setting of the lab profile: cluster.yaml's key path, the value lab machines need, why."""
+
+    path: str
+    value: object
+    why: str
+    only_if: tuple[str, object] | None = None  # (path, value): applies only with that setting
+
+
+# What `init --lab` sets (NESTED_PROFILE and the keepalived interface in render_preset), as data:
+# `lab up` and `up` on lab machines check a spec against it before anything starts.
+LAB_PROFILE = (
+    LabSetting("containerRuntime.restrictOOMScoreAdj", True,
+               "no process in a lab machine may lower oom_score_adj, so runc must not try"),
+    LabSetting("containerRuntime.cgroupDriver", "cgroupfs",
+               "the kubelet manages plain cgroup directories in a lab machine (no systemd slices)"),
+    LabSetting("kubeProxy.conntrackMaxPerCore", 0,
+               "a lab machine's network namespace may not raise the global nf_conntrack_max"),
+    LabSetting("loadBalancer.interface", "host0",
+               "systemd-nspawn names a lab machine's link host0; keepalived refuses eth0 there",
+               only_if=("loadBalancer.mode", "keepalived")),
+)
+
+
+def _at(data: dict, path: str) -> object:
+    for key in path.split("."):
+        data = data.get(key) if isinstance(data, dict) else None
+    return data
+
+
+def _yaml(value: object) -> str:
+    return "unset" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def lab_profile_missing(spec) -> list[str]:
+    """The lab profile's settings that `spec` (a ClusterSpec) lacks, each as the line to set."""
+    data = spec.model_dump(mode="json", by_alias=True)
+    missing = []
+    for s in LAB_PROFILE:
+        if s.only_if and _at(data, s.only_if[0]) != s.only_if[1]:
+            continue
+        now = _at(data, s.path)
+        if now != s.value:
+            missing.append(f"{s.path}: {_yaml(s.value)}   (now {_yaml(now)}; {s.why})")
+    return missing
+
+
+def require_lab_profile(spec, directory: Path, command: str) -> None:
+    """Refuse, before anything starts, to run `command` for lab machines with a spec made
+    without `--lab`: it would fail late (keepalived exits on eth0, runc on oom_score_adj)."""
+    missing = lab_profile_missing(spec)
+    if missing:
+        path = ClusterDir(Path(directory)).spec
+        made = re.search(r"`hardway init --preset ([a-z-]+)", path.read_text(errors="replace")[:300])
+        raise UsageError(
+            f"{path} lacks the lab profile that lab machines need (what `hardway init --lab` writes). "
+            f"Set in {path}:\n" + "\n".join(f"  {m}" for m in missing) + "\n"
+            f"then run `hardway -C {directory} {command}` again. (Or write it anew with "
+            f"`hardway init {directory} --preset {made.group(1) if made else 'PRESET'} --lab --force`, which "
+            "replaces your edits.)")
+
 
 STANDARD_PROFILE = """\
 containerRuntime:

@@ -31,7 +31,7 @@ from ..artifacts.fetch import Source, extract_member, fetch
 from ..artifacts.testimages import CONFORMANCE_IMAGES
 from ..clusterdir import ClusterDir
 from ..deploy.activate import unit_states
-from ..deploy.up import Options, _each, connect_all, kubectl_argv, kubectl_path
+from ..deploy.up import Options, connect_all, each_host, kubectl_argv, kubectl_path
 from ..deploy.transport import Transport, check
 from ..errors import OperationError, UsageError
 from ..material import load_material
@@ -324,7 +324,7 @@ async def _restarts(spec: ClusterSpec, cd: ClusterDir, units: dict[str, list[str
         async def one(name: str) -> None:
             for unit, (_state, n) in (await unit_states(ts[name], units[name])).items():
                 out[f"{name}: {unit}"] = n
-        await _each(list(units), one, opts.parallel)
+        await each_host(list(units), one, opts.parallel)
         return out
     finally:
         await asyncio.gather(*(t.close() for t in ts.values()), return_exceptions=True)
@@ -359,7 +359,7 @@ def conformance(directory: str | Path = ".", progress: Progress = lambda _m: Non
         async def preload() -> None:
             ts = await connect_all(spec, cd, [w.name for w in spec.workers], opts)
             try:
-                await _each(list(ts), lambda n: _preload(ts[n], images, progress), opts.parallel)
+                await each_host(list(ts), lambda n: _preload(ts[n], images, progress), opts.parallel)
             finally:
                 await asyncio.gather(*(t.close() for t in ts.values()), return_exceptions=True)
         asyncio.run(preload())

@@ -17,12 +17,12 @@ from pathlib import Path
 from ..clusterdir import ClusterDir
 from ..deploy.activate import unit_states
 from ..deploy.health import Api, apiserver_ready, etcd_health, identity
-from ..deploy.up import Options, connect_all
+from ..deploy.up import Options, connect_all, each_host
 from ..errors import OperationError
 from ..material import load_material
 from ..render import render_cluster
 from ..spec.load import load_spec
-from ..spec.model import APISERVER_PORT
+from ..spec.model import APISERVER_PORT, ClusterSpec
 
 
 class Status(str, Enum):
@@ -70,6 +70,30 @@ def classify(etcd_ok: int, etcd_total: int, api_reachable: bool, nodes_ready: in
     return Status.healthy, []
 
 
+async def unit_checks(spec: ClusterSpec, cd: ClusterDir, units: dict[str, list[str]], opts: Options,
+                      add: Callable[[Check], None], progress: Callable[[str], None] = lambda _m: None) -> None:
+    """Every host's units, each host on a connection of its own (an unreachable host is
+    reported, the others are still checked), at most `opts.parallel` connections open at once:
+    each is closed before the next host's is opened."""
+    async def one(name: str) -> None:
+        try:
+            t = (await connect_all(spec, cd, [name], opts, progress))[name]
+        except OperationError as e:
+            add(Check(f"{name}: SSH", False, str(e).split(": ", 1)[-1].splitlines()[0]))
+            return
+        try:
+            states = await unit_states(t, units[name])
+        except OperationError as e:
+            add(Check(f"{name}: units", False, str(e).splitlines()[0]))
+            return
+        finally:
+            await t.close()
+        for unit, (state, _restarts) in states.items():
+            add(Check(f"{name}: {unit}", state == "active", "" if state == "active" else state))
+
+    await each_host(list(units), one, opts.parallel)
+
+
 def verify(directory: str | Path = ".", progress: Callable[[str], None] = lambda _m: None,
            opts: Options | None = None) -> VerifyReport:
     cd = ClusterDir.at(directory)
@@ -92,32 +116,8 @@ def verify(directory: str | Path = ".", progress: Callable[[str], None] = lambda
         add(Check(f"API through the load balancer ({spec.api_server_url})", api_ok, "" if api_ok else detail))
     progress(f"etcd: {etcd_ok} of {len(spec.controllers)} member(s) healthy")
 
-    async def units() -> None:
-        # One connection per host, each on its own: an unreachable host is reported, the
-        # others are still checked.
-        transports = {}
-
-        async def connect(name: str) -> None:
-            try:
-                transports.update(await connect_all(spec, cd, [name], opts or Options(), progress))
-            except OperationError as e:
-                add(Check(f"{name}: SSH", False, str(e).split(": ", 1)[-1].splitlines()[0]))
-
-        await asyncio.gather(*(connect(n) for n in cluster.nodes))
-        try:
-            async def one(name: str) -> None:
-                try:
-                    states = await unit_states(transports[name], [u.name for u in cluster.nodes[name].units])
-                except OperationError as e:
-                    add(Check(f"{name}: units", False, str(e).splitlines()[0]))
-                    return
-                for unit, (state, _restarts) in states.items():
-                    add(Check(f"{name}: {unit}", state == "active", "" if state == "active" else state))
-            await asyncio.gather(*(one(n) for n in transports))
-        finally:
-            await asyncio.gather(*(t.close() for t in transports.values()), return_exceptions=True)
-
-    asyncio.run(units())
+    asyncio.run(unit_checks(spec, cd, {name: [u.name for u in b.units] for name, b in cluster.nodes.items()},
+                            opts or Options(), add, progress))
 
     ready_count = 0
     workers = [n.name for n in spec.workers]

@@ -60,7 +60,30 @@ class Kube:
         return r.stdout.decode(errors="replace")
 
     def json(self, *args: str) -> dict:
-        return json.loads(self.run(*args, "-o", "json"))
+        out = self.run(*args, "-o", "json")
+        try:
+            return json.loads(out)
+        except ValueError as e:
+            raise OperationError(f"kubectl {' '.join(args)} -o json printed no JSON ({e}): {out[:200]!r}") from None
+
+
+class CheckFailed(OperationError):
+    """A smoke test saw something other than what it expects."""
+
+
+def expect(ok: object, why: str) -> None:
+    """Not `assert`: under `python -O` an assert is not even evaluated, and the test would pass."""
+    if not ok:
+        raise CheckFailed(why)
+
+
+def check_encrypted(raw: bytes, provider: str, plaintext: bytes) -> str:
+    """The verdict on a Secret's value as etcd stores it: encrypted by `provider`, no plaintext."""
+    prefix = f"k8s:enc:{provider}:v1:".encode()
+    expect(raw.startswith(prefix), f"the value stored in etcd starts with {raw[:40]!r}, not {prefix!r}: "
+           "secrets are NOT encrypted at rest")
+    expect(plaintext not in raw, "the plaintext value appears in etcd")
+    return f"etcd holds {raw[:len(prefix)].decode()}… ({len(raw)} bytes, no plaintext)"
 
 
 def web_manifest(image: str, workers: int) -> bytes:
@@ -104,7 +127,7 @@ def _retry(fn: Callable[[], str], seconds: float = 30) -> str:
     while True:
         try:
             return fn()
-        except (OSError, OperationError, subprocess.TimeoutExpired):
+        except (OSError, OperationError):
             if time.monotonic() > deadline:
                 raise
             time.sleep(1)
@@ -144,7 +167,9 @@ def smoke(directory: str | Path = ".", progress: Callable[[str], None] = lambda 
             report.results.append(Result(name, "pass", detail))
             progress(f"PASS {name}: {detail}")
             return True
-        except (OperationError, OSError, AssertionError, subprocess.TimeoutExpired, ValueError, KeyError) as e:
+        # OperationError: kubectl failed or a check saw the wrong thing; the others: an answer
+        # not shaped as expected (a missing field), a connection that failed.
+        except (OperationError, OSError, ValueError, KeyError, IndexError, TypeError) as e:
             msg = str(e).strip() or type(e).__name__
             report.results.append(Result(name, "fail", msg))
             progress(f"FAIL {name}: {msg}")
@@ -158,19 +183,15 @@ def smoke(directory: str | Path = ".", progress: Callable[[str], None] = lambda 
 
         def encryption() -> str:
             k.run("-n", NS, "create", "secret", "generic", secret, "--from-literal=mykey=mydata")
-            raw = _secret_in_etcd(spec, cd, secret, opts)
-            prefix = f"k8s:enc:{provider}:v1:".encode()
-            assert raw.startswith(prefix), (
-                f"the value stored in etcd starts with {raw[:40]!r}, not {prefix!r}: secrets are NOT encrypted at rest")
-            assert b"mydata" not in raw, "the plaintext value appears in etcd"
-            return f"etcd holds {raw[:len(prefix)].decode()}… ({len(raw)} bytes, no plaintext)"
+            return check_encrypted(_secret_in_etcd(spec, cd, secret, opts), provider, b"mydata")
 
         record("secret encrypted at rest", encryption)
 
         workers = spec.workers
-        k.run("apply", "-f", "-", input=web_manifest(WEB_IMAGE, len(workers)))
+        pods: list[dict] = []  # the web pods, once the deployment is available
 
         def deployment() -> str:
+            k.run("apply", "-f", "-", input=web_manifest(WEB_IMAGE, len(workers)))
             try:
                 k.run("-n", NS, "rollout", "status", "deployment/web", f"--timeout={int(timeout)}s",
                       timeout=timeout + 10)
@@ -180,27 +201,26 @@ def smoke(directory: str | Path = ".", progress: Callable[[str], None] = lambda 
                           f"{_pod_state(p)}" for p in pods["items"]]
                 raise OperationError(f"deployment web not available within {timeout:.0f} s: "
                                      + "; ".join(states)) from None
-            pods = k.json("-n", NS, "get", "pods", "-l", "app=web")["items"]
+            pods[:] = k.json("-n", NS, "get", "pods", "-l", "app=web")["items"]
             nodes = sorted(p["spec"]["nodeName"] for p in pods)
-            assert nodes == sorted(w.name for w in workers), f"pods on {nodes}, wanted one on each worker"
+            expect(nodes == sorted(w.name for w in workers), f"pods on {nodes}, wanted one on each worker")
             return f"{len(pods)} pods Running, one on each of {', '.join(nodes)}"
 
         if not record(f"deployment of {WEB_IMAGE} across {len(workers)} worker(s)", deployment):
             return report
-        pods = k.json("-n", NS, "get", "pods", "-l", "app=web")["items"]
         a, b = pods[0], pods[-1]
         a_name = a["metadata"]["name"]
 
         def logs() -> str:
             out = _retry(lambda: k.run("-n", NS, "logs", a_name))
-            assert MARKER in out, f"log of {a_name} lacks {MARKER!r}: {out[:200]!r}"
+            expect(MARKER in out, f"log of {a_name} lacks {MARKER!r}: {out[:200]!r}")
             return f"kubectl logs {a_name} shows the container's output"
 
         record("kubectl logs", logs)
 
         def exec_() -> str:
             out = k.run("-n", NS, "exec", a_name, "--", "hostname").strip()
-            assert out == a_name, f"`hostname` in the pod said {out!r}"
+            expect(out == a_name, f"`hostname` in the pod said {out!r}")
             return f"kubectl exec ran `hostname` in {a_name}"
 
         record("kubectl exec", exec_)
@@ -212,25 +232,32 @@ def smoke(directory: str | Path = ".", progress: Callable[[str], None] = lambda 
             try:
                 line = proc.stdout.readline() if proc.stdout else ""
                 m = re.search(r"127\.0\.0\.1:(\d+)", line)
-                assert m, f"port-forward printed {line!r} ({proc.stderr.read() if proc.poll() is not None else ''})"
+                if not m:
+                    raise CheckFailed(f"port-forward printed {line!r} "
+                                      f"({proc.stderr.read() if proc.poll() is not None and proc.stderr else ''})")
                 body = _retry(lambda: http_get(f"http://127.0.0.1:{m.group(1)}/"), 15)
-                assert "hardway web" in body, f"unexpected body {body[:100]!r}"
+                expect("hardway web" in body, f"unexpected body {body[:100]!r}")
                 return f"127.0.0.1:{m.group(1)} -> {a_name}:{WEB_PORT} answered"
             finally:
                 proc.terminate()
-                proc.wait(10)
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
 
         record("kubectl port-forward", port_forward)
 
-        svc = k.json("-n", NS, "get", "service", "web")
-        node_port = svc["spec"]["ports"][0]["nodePort"]
-        cluster_ip = svc["spec"]["clusterIP"]
+        def service() -> dict:
+            return k.json("-n", NS, "get", "service", "web")["spec"]
 
         def nodeport() -> str:
+            node_port = service()["ports"][0]["nodePort"]
             got = []
             for w in workers:
-                body = _retry(lambda w=w: http_get(f"http://{w.address}:{node_port}/"), 30)
-                assert "hardway web" in body, f"{w.address}:{node_port}: unexpected body {body[:100]!r}"
+                url = f"http://{w.address}:{node_port}/"
+                body = _retry(lambda url=url: http_get(url), 30)
+                expect("hardway web" in body, f"{w.address}:{node_port}: unexpected body {body[:100]!r}")
                 got.append(f"{w.address}:{node_port}")
             return "answered from the host at " + ", ".join(got)
 
@@ -240,7 +267,7 @@ def smoke(directory: str | Path = ".", progress: Callable[[str], None] = lambda 
             ip = b["status"]["podIP"]
             out = _retry(lambda: k.run("-n", NS, "exec", a_name, "--", "wget", "-q", "-O-",
                                        f"http://{ip}:{WEB_PORT}/", timeout=20), 40)
-            assert "hardway web" in out, f"unexpected body {out[:100]!r}"
+            expect("hardway web" in out, f"unexpected body {out[:100]!r}")
             return f"{a_name} ({a['spec']['nodeName']}) reached {ip} on {b['spec']['nodeName']}"
 
         # On a single worker both ends share a node: still pod to pod, honestly named.
@@ -249,11 +276,12 @@ def smoke(directory: str | Path = ".", progress: Callable[[str], None] = lambda 
         def cluster_ip_() -> str:
             # kube-proxy picks an endpoint at random; several requests reach the calling pod
             # itself too (hairpin) as well as the others.
+            cluster_ip = service()["clusterIP"]
             url = f"http://{cluster_ip}:{WEB_PORT}/"
             _retry(lambda: k.run("-n", NS, "exec", a_name, "--", "wget", "-q", "-O-", url, timeout=20), 40)
             for _ in range(5):
                 out = k.run("-n", NS, "exec", a_name, "--", "wget", "-q", "-O-", url, timeout=20)
-                assert "hardway web" in out, f"unexpected body {out[:100]!r}"
+                expect("hardway web" in out, f"unexpected body {out[:100]!r}")
             return f"{cluster_ip}:{WEB_PORT} answered 6 of 6 requests from {a_name} through kube-proxy"
 
         record("ClusterIP service", cluster_ip_)
@@ -288,18 +316,21 @@ def coredns_result(k: Kube, spec: ClusterSpec, wait: float = 60) -> Result:
         return Result(name, "fail", f"the CoreDNS deployment is missing: {e}")
     image = coredns_image(spec)
     deadline = time.monotonic() + wait
-    while True:
-        if dep.get("status", {}).get("readyReplicas"):
-            return Result(name, "pass", f"{dep['status']['readyReplicas']} replica(s) Ready")
-        pods = k.json("-n", "kube-system", "get", "pods", "-l", "k8s-app=kube-dns")["items"]
-        reasons = {(c.get("state", {}).get("waiting") or {}).get("reason")
-                   for p in pods for c in (p.get("status", {}).get("containerStatuses") or [])}
-        if reasons & PULL_FAILURES:
-            return Result(name, "skip",
-                          f"manifests applied and accepted, but the image {image} is not available to the "
-                          "nodes (no registry reachable, not preloaded): DNS was not tested")
-        if time.monotonic() > deadline:
-            return Result(name, "fail", f"no CoreDNS replica Ready within {wait:.0f} s: "
-                          + "; ".join(_pod_state(p) for p in pods))
-        time.sleep(2)
-        dep = k.json("-n", "kube-system", "get", "deployment", "coredns")
+    try:
+        while True:
+            if dep.get("status", {}).get("readyReplicas"):
+                return Result(name, "pass", f"{dep['status']['readyReplicas']} replica(s) Ready")
+            pods = k.json("-n", "kube-system", "get", "pods", "-l", "k8s-app=kube-dns")["items"]
+            reasons = {(c.get("state", {}).get("waiting") or {}).get("reason")
+                       for p in pods for c in (p.get("status", {}).get("containerStatuses") or [])}
+            if reasons & PULL_FAILURES:
+                return Result(name, "skip",
+                              f"manifests applied and accepted, but the image {image} is not available to "
+                              "the nodes (no registry reachable, not preloaded): DNS was not tested")
+            if time.monotonic() > deadline:
+                return Result(name, "fail", f"no CoreDNS replica Ready within {wait:.0f} s: "
+                              + "; ".join(_pod_state(p) for p in pods))
+            time.sleep(2)
+            dep = k.json("-n", "kube-system", "get", "deployment", "coredns")
+    except OperationError as e:  # kubectl failed meanwhile: a verdict, not a traceback
+        return Result(name, "fail", str(e))
