@@ -3,6 +3,7 @@ issued and served; what cannot is refused up front, naming the field and its lin
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import yaml
 from hardway import api
 from hardway.errors import SpecError
 from hardway.pki import profiles
+from hardway.pki.issue import build_certificate, generate_key
 from hardway.spec import checks
 from hardway.spec.load import parse_spec
 from tests.specs import parse_data, preset_data
@@ -146,3 +148,16 @@ def test_the_smallest_service_cidr_is_a_28():
     spec = parse_data(d).spec
     assert str(spec.cluster_dns) == "10.32.0.10" and str(spec.kubernetes_service_ip) == "10.32.0.1"
 
+
+def test_a_leaf_issued_late_in_its_cas_life_ends_with_the_ca():
+    """Within the spec's bounds a leaf can still outlive its CA when issued later (a reissue
+    in the CA's last year): its end is the CA's."""
+    now = dt.datetime.now(dt.timezone.utc)
+    ca_key, leaf_key = generate_key("ecdsa-p256"), generate_key("ecdsa-p256")
+    ca = build_certificate(profiles.CertProfile("ca", None, "kubernetes-ca", profiles.Usage.ca, ""), ca_key, None, 10, now)
+    leaf = build_certificate(profiles.CertProfile("admin", "ca", "admin", profiles.Usage.client, ""),
+                             leaf_key, (ca, ca_key), 365, now + dt.timedelta(days=5))
+    assert leaf.not_valid_after_utc == ca.not_valid_after_utc
+    short = build_certificate(profiles.CertProfile("admin", "ca", "admin", profiles.Usage.client, ""),
+                              leaf_key, (ca, ca_key), 1, now)
+    assert short.not_valid_after_utc < ca.not_valid_after_utc
