@@ -118,11 +118,24 @@ MUTATIONS = [
 ]
 
 
+FREE_TEXT_FIELDS = [("network", "clusterDomain"), ("artifacts", "versions", "pauseImage"), ("kubelet", "resolvConf"),
+                    ("kubelet", "cgroupRoot"), ("ssh", "user"), ("ssh", "key"), ("artifacts", "mirror"),
+                    ("loadBalancer", "interface"), ("artifacts", "images")]
+any_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30)
+
+
 @st.composite
 def specs(draw) -> dict:
     data = draw(valid_specs())
     for _ in range(draw(st.integers(min_value=0, max_value=2))):
         draw(st.sampled_from(MUTATIONS))(data, draw(st.integers(min_value=0, max_value=1000)))
+    if draw(st.booleans()):  # one free-text field holds anything at all
+        *path, last = draw(st.sampled_from(FREE_TEXT_FIELDS))
+        target = data
+        for part in path:
+            target = target[part]
+        value = draw(any_text)
+        target[last] = [value] if last == "images" else value
     return data
 
 
