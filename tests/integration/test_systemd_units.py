@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from hardway.export import write_bundles
+from hardway.quoting import systemd_word
 from hardway.render import render_cluster
 from hardway.spec.presets import PRESETS
 from tests.fake_material import fake_material
-from tests.helpers import require
+from tests.helpers import require, systemd_exec_argv
 from tests.specs import make_spec
 
 pytestmark = pytest.mark.integration
@@ -75,3 +76,25 @@ def test_the_check_catches_a_broken_unit(analyzer, tmp_path):
     root = make_root(tmp_path / "r", tmp_path / "node")
     problems = verify(root, "bad.service")
     assert any("BogusKey" in p for p in problems) and any("sometimes" in p for p in problems)
+
+
+HOSTILE_WORDS = ["plain", "a b", 'q"uote', "back\\slash", "pct%d", "dollar$HOME", "semi;colon", "new\nline",
+                 "tab\tx", "it's", "\x01ctl", "ünï", "--flag=a b", "cluster.local \\\n --authorization-mode=AlwaysAllow"]
+
+
+@pytest.mark.parametrize("value", HOSTILE_WORDS)
+def test_systemd_reads_a_quoted_word_as_the_value(analyzer, tmp_path, value):
+    """systemd itself as the oracle for hardway.quoting.systemd_word and for the tests' reader
+    (tests/helpers.systemd_exec_argv). systemd-analyze prints the executable it parsed, so the
+    value sits in argv[0]; `$$` is undone only when the command runs, hence doubled here."""
+    path = "/opt/" + value
+    unit = tmp_path / "etc/systemd/system/t.service"
+    unit.parent.mkdir(parents=True)
+    unit.write_text(f"[Service]\nExecStart={systemd_word(path)} --next\n")
+    r = subprocess.run(["systemd-analyze", "verify", f"--root={tmp_path}", "/etc/systemd/system/t.service"],
+                       capture_output=True, text=True, timeout=60)
+    m = re.search(r"Command (.*) is not executable|special characters: (.*?)\nt\.service: Unit configuration",
+                  r.stderr, re.S)
+    assert m, r.stderr
+    assert (m[1] if m[1] is not None else m[2]) == path.replace("$", "$$")
+    assert systemd_exec_argv(f"{systemd_word(path)} --next") == [path, "--next"]

@@ -25,11 +25,11 @@ def units_in(d: Desired, phase: Phase) -> list[Unit]:
 def host_settings_script(plan: HostPlan) -> str:
     lines = ["set -u", "rc=0"]
     for m in plan.modules:
-        lines.append(f"{module_present(m)} || modprobe {shlex.quote(m)} || "
-                     f"{{ echo 'kernel module {m} is neither built in nor loadable' >&2; rc=1; }}")
+        say = shlex.quote(f"kernel module {m} is neither built in nor loadable")
+        lines.append(f"{module_present(m)} || modprobe {shlex.quote(m)} || {{ echo {say} >&2; rc=1; }}")
     for key, (_, want) in plan.sysctls.items():
-        lines.append(f"sysctl -q -w {shlex.quote(f'{key}={want}')} || "
-                     f"{{ echo 'cannot set {key}={want} (is /proc/sys read-only here?)' >&2; rc=1; }}")
+        say = shlex.quote(f"cannot set {key}={want} (is /proc/sys read-only here?)")
+        lines.append(f"sysctl -q -w {shlex.quote(f'{key}={want}')} || {{ echo {say} >&2; rc=1; }}")
     lines.append("exit $rc")
     return "\n".join(lines) + "\n"
 
@@ -43,7 +43,7 @@ def units_script(units: list[Unit], plan: HostPlan) -> str:
     for verb, group in (("restart", restart), ("start", start)):
         for u in group:
             block = u.oneshot or u.name in WAIT_FOR_START
-            lines.append(f"systemctl {verb}{'' if block else ' --no-block'} {u.name}")
+            lines.append(f"systemctl {verb}{'' if block else ' --no-block'} {shlex.quote(u.name)}")
     return "\n".join(lines) + "\n"
 
 
@@ -89,8 +89,8 @@ async def journal_tail(t: Transport, units: list[str], lines: int = 20) -> str:
     if not units:
         return ""
     script = "".join(
-        f"echo \"--- {u}: $(systemctl is-active {u} 2>/dev/null) (journalctl -u {u} -n {lines})\"\n"
-        f"journalctl -u {u} -n {lines} --no-pager -o cat 2>&1 | cut -c1-300\n" for u in units)
+        f"printf -- '--- %s: %s (journalctl -u %s -n {lines})\\n' {q} \"$(systemctl is-active {q} 2>/dev/null)\" {q}\n"
+        f"journalctl -u {q} -n {lines} --no-pager -o cat 2>&1 | cut -c1-300\n" for q in map(shlex.quote, units))
     r = await t.run(script, timeout=30)
     return r.out.rstrip()
 

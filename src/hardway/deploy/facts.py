@@ -31,12 +31,13 @@ MODULE_EVIDENCE = {
 
 def module_present(m: str) -> str:
     """A shell condition true when kernel module `m` is built in or loaded."""
-    test = f"[ -d /sys/module/{m} ]"
+    test = f"[ -d {shlex.quote('/sys/module/' + m)} ]"
     return f"{{ {test} || {MODULE_EVIDENCE[m]}; }}" if m in MODULE_EVIDENCE else test
 
 
 def _module_checks(modules: list[str]) -> str:
-    return "".join(f'if {module_present(m)}; then echo "M {m} 1"; else echo "M {m} 0"; fi\n' for m in modules)
+    return "".join(f"if {module_present(m)}; then echo {shlex.quote(f'M {m} 1')}; else echo {shlex.quote(f'M {m} 0')}; fi\n"
+                   for m in modules)
 
 
 # sha256sum runs at ~150 MB/s on a node: hashing 300 MB of binaries on every run would cost
@@ -81,7 +82,7 @@ for u in {q(units) if units else ''}; do echo "U $u $(systemctl is-active "$u" 2
 if [ -S /run/containerd/containerd.sock ] && command -v ctr >/dev/null; then
   ctr -n k8s.io images ls -q 2>/dev/null | sed 's/^/I /'
 fi
-for k in {q(sysctls) if sysctls else ''}; do echo "C $k $(cat /proc/sys/$(echo $k | tr . /) 2>/dev/null)"; done
+for k in {q(sysctls) if sysctls else ''}; do echo "C $k $(cat "/proc/sys/$(echo "$k" | tr . /)" 2>/dev/null)"; done
 {_module_checks(modules)}
 for p in {q(packages) if packages else ''}; do dpkg-query -W -f='D ${{Package}} ${{Status}}\\n' "$p" 2>/dev/null | grep ' installed$' | cut -d' ' -f1-2; done
 # The packages' configuration files still as shipped (dpkg's md5): a package default, not a user's file.

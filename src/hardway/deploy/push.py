@@ -83,7 +83,7 @@ def push_script(plan: HostPlan, root: str = "") -> str:
         new, path = q(it.path + SUFFIX), q(it.path)
         lines += [f"chown {shlex.quote(it.owner)} {new}", f"chmod {it.mode:04o} {new}", f"mv -f {new} {path}",
                   # Recorded in SUMS so the next facts run need not hash it again (facts.py).
-                  f"echo \"$(stat -c '%s %i %.9Z' {path}) {it.sha256} {it.path}\" >> {q(SUMS)}"]
+                  f"printf '%s %s %s\\n' \"$(stat -c '%s %i %.9Z' {path})\" {it.sha256} {shlex.quote(it.path)} >> {q(SUMS)}"]
     if manifest_written:
         lines.append(f"rm -f {q(CLAIMS)}")  # the manifest, renamed last, now lists them
     return "\n".join(lines) + "\n"

@@ -9,12 +9,12 @@ the first connection is already verified: no trust-on-first-use.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 from ..errors import OperationError
 from ..fsio import write_atomic
+from ..quoting import yaml_scalar
 from ..spec.load import parse_spec
 from .host import run
 
@@ -81,14 +81,11 @@ def ssh_base(lab: Path) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # cluster.yaml's top-level `ssh:` block, edited as text so every comment stays
 
-_SAFE_SCALAR = re.compile(r"^[A-Za-z0-9_./~@+-]+$")
 _TOP_KEY = re.compile(r"^ssh\s*:(?P<rest>.*)$")
 
 
 def _scalar(value: str | int) -> str:
-    if isinstance(value, int) or _SAFE_SCALAR.match(value):
-        return str(value)
-    return json.dumps(value)  # a double-quoted YAML string
+    return str(value) if isinstance(value, int) else yaml_scalar(value)
 
 
 def _split_comment(text: str) -> tuple[str, str]:

@@ -81,6 +81,11 @@ def build_certificate(
     subject = subject_of(profile)
     public = key.public_key()
     issuer_name, signing_key = (issuer[0].subject, issuer[1]) if issuer else (subject, key)
+    not_after = now + dt.timedelta(days=validity_days)
+    if issuer is not None:
+        # Never past the issuer's own end: a leaf issued late in its CA's life would
+        # otherwise claim a validity no client honours (the chain dies with the CA).
+        not_after = min(not_after, issuer[0].not_valid_after_utc)
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -88,7 +93,7 @@ def build_certificate(
         .public_key(public)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - BACKDATE)
-        .not_valid_after(now + dt.timedelta(days=validity_days))
+        .not_valid_after(not_after)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
     )
     if issuer is not None:

@@ -15,6 +15,7 @@ from enum import Enum
 from ..spec.model import ClusterSpec, Node
 
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
+SpecPath = tuple[str | int, ...]
 
 
 class Usage(str, Enum):
@@ -22,6 +23,16 @@ class Usage(str, Enum):
     server = "server"
     client = "client"
     both = "server+client"
+
+
+@dataclass(frozen=True)
+class Origin:
+    """A name in a certificate (CN, O or DNS SAN) built from a spec field: validation bounds
+    every such name and blames the field (spec/checks.py)."""
+
+    name: str  # as it appears in the certificate, e.g. "system:node:worker-0"
+    field: SpecPath  # the spec field it is built from, e.g. ("nodes", 2, "name")
+    value: str  # that field's value, e.g. "worker-0"
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,7 @@ class CertProfile:
     ips: tuple[IP, ...] = ()
     # Nodes whose bundle carries this certificate and its key.
     nodes: tuple[str, ...] = field(default=(), compare=False)
+    origins: tuple[Origin, ...] = field(default=(), compare=False)
 
     @property
     def is_ca(self) -> bool:
@@ -60,13 +72,16 @@ def _dedupe(items: list) -> tuple:
 def certificate_plan(spec: ClusterSpec) -> list[CertProfile]:
     """Every certificate the cluster needs, CAs first, in a stable order."""
     controllers = [n.name for n in spec.controllers]
+    api_dns = _apiserver_dns(spec)
     root = spec.pki.layout == "root"
     ca_issuer = ROOT_CA if root else None
     plan: list[CertProfile] = []
     if root:
+        cn = f"{spec.name}-root-ca"
         plan.append(
-            CertProfile(ROOT_CA, None, f"{spec.name}-root-ca", Usage.ca,
-                        "offline trust anchor: signs the three CAs below (never leaves the operator)")
+            CertProfile(ROOT_CA, None, cn, Usage.ca,
+                        "offline trust anchor: signs the three CAs below (never leaves the operator)",
+                        origins=(Origin(cn, ("name",), spec.name),))
         )
     plan += [
         CertProfile(CA, ca_issuer, "kubernetes-ca", Usage.ca,
@@ -77,8 +92,9 @@ def certificate_plan(spec: ClusterSpec) -> list[CertProfile]:
         CertProfile(FRONT_PROXY_CA, ca_issuer, "front-proxy-ca", Usage.ca,
                     "front-proxy CA: authenticates the apiserver to aggregated API servers"),
         CertProfile("apiserver", CA, "kube-apiserver", Usage.server,
-                    "kube-apiserver serving certificate", dns_names=_apiserver_dns(spec),
-                    ips=_apiserver_ips(spec), nodes=tuple(controllers)),
+                    "kube-apiserver serving certificate", dns_names=tuple(o.name for o in api_dns),
+                    ips=_apiserver_ips(spec), nodes=tuple(controllers),
+                    origins=tuple(o for o in api_dns if o.field)),
         CertProfile("apiserver-kubelet-client", CA, "kube-apiserver-kubelet-client", Usage.client,
                     "apiserver -> kubelet (logs, exec, port-forward); bound to a ClusterRole for nodes/proxy",
                     nodes=tuple(controllers)),
@@ -88,11 +104,12 @@ def certificate_plan(spec: ClusterSpec) -> list[CertProfile]:
                     "apiserver -> aggregated API servers (metrics-server)", nodes=tuple(controllers)),
     ]
     for node in spec.workers:
+        cn = f"system:node:{node.name}"
         plan.append(
-            CertProfile(f"kubelet-{node.name}", CA, f"system:node:{node.name}", Usage.both,
+            CertProfile(f"kubelet-{node.name}", CA, cn, Usage.both,
                         "kubelet: client to the apiserver (Node authorizer) and its own HTTPS server",
                         orgs=("system:nodes",), dns_names=(node.name,), ips=(node.address,),
-                        nodes=(node.name,))
+                        nodes=(node.name,), origins=(_of_node(spec, node, cn), _of_node(spec, node, node.name)))
         )
     plan += [
         CertProfile("kube-proxy", CA, "system:kube-proxy", Usage.client,
@@ -116,12 +133,13 @@ def certificate_plan(spec: ClusterSpec) -> list[CertProfile]:
                         nodes=tuple(lb_hosts))
         )
     for member in spec.etcd_members:
+        named = (_of_node(spec, member, member.name),)
         plan += [
             CertProfile(f"etcd-server-{member.name}", ETCD_CA, member.name, Usage.both,
                         "etcd client-facing server certificate",
                         dns_names=(member.name, "localhost"),
                         ips=(member.address, ipaddress.IPv4Address("127.0.0.1")),
-                        nodes=(member.name,)),
+                        nodes=(member.name,), origins=named),
             # etcd (>= 3.2) checks a peer's *source* address against its certificate's
             # SANs. Members sharing a host (the loopback test cluster) connect from
             # 127.0.0.1, so the loopback names are in peer certificates too.
@@ -129,7 +147,7 @@ def certificate_plan(spec: ClusterSpec) -> list[CertProfile]:
                         "etcd member <-> member (raft) certificate",
                         dns_names=(member.name, "localhost"),
                         ips=(member.address, ipaddress.IPv4Address("127.0.0.1")),
-                        nodes=(member.name,)),
+                        nodes=(member.name,), origins=named),
         ]
     plan.append(
         CertProfile("etcd-admin", ETCD_CA, "etcd-admin", Usage.client,
@@ -138,18 +156,28 @@ def certificate_plan(spec: ClusterSpec) -> list[CertProfile]:
     return plan
 
 
-def _apiserver_dns(spec: ClusterSpec) -> tuple[str, ...]:
+def _of_node(spec: ClusterSpec, node: Node, name: str) -> Origin:
+    index = next(i for i, n in enumerate(spec.nodes) if n is node)
+    return Origin(name, ("nodes", index, "name"), node.name)
+
+
+def _apiserver_dns(spec: ClusterSpec) -> tuple[Origin, ...]:
+    """The apiserver's DNS SANs, each with the spec field it comes from (none: a constant)."""
     domain = spec.network.cluster_domain
-    names = ["kubernetes", "kubernetes.default", "kubernetes.default.svc",
-             f"kubernetes.default.svc.{domain}"]
-    names += [n.name for n in spec.controllers]
+    names = [Origin(n, (), n) for n in ("kubernetes", "kubernetes.default", "kubernetes.default.svc")]
+    names.append(Origin(f"kubernetes.default.svc.{domain}", ("network", "clusterDomain"), domain))
+    names += [_of_node(spec, n, n.name) for n in spec.controllers]
     if spec.lb_name:
-        names.append(spec.lb_name)
+        given = spec.load_balancer.name
+        names.append(Origin(spec.lb_name, ("loadBalancer", "name") if given else ("name",), given or spec.name))
     lb = spec.lb_node
     if lb is not None:
-        names.append(lb.name)
-    names.append("localhost")
-    return _dedupe(names)
+        names.append(_of_node(spec, lb, lb.name))
+    names.append(Origin("localhost", (), "localhost"))
+    first: dict[str, Origin] = {}
+    for o in names:
+        first.setdefault(o.name, o)
+    return tuple(first.values())
 
 
 def _apiserver_ips(spec: ClusterSpec) -> tuple[IP, ...]:

@@ -1,4 +1,8 @@
-"""Small helpers every component renderer shares: headers, flags, YAML, units."""
+"""Small helpers every component renderer shares: headers, flags, YAML, units.
+
+Values reach a file only through their format's quoter (hardway.quoting): units quote
+every ExecStart word here, templates through the filters registered on `_env`, YAML by
+being dumped, never templated."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from typing import Any
 import yaml
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from ..quoting import haproxy_word, keepalived_word, systemd_word, toml_string
 from ..spec import versions
 
 REGENERATE = "hardway render"
@@ -76,6 +81,9 @@ _env = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+# `{{ value | toml }}` and so on: a template names the format of every value it writes.
+_env.filters.update(toml=toml_string, haproxy=lambda v: haproxy_word(str(v)),
+                    keepalived=lambda v: keepalived_word(str(v)))
 
 
 def template(name: str, **values: Any) -> str:
@@ -91,10 +99,12 @@ def systemd_unit(
     service: dict[str, Any] | None = None,
     doc: str = "https://kubernetes.io/docs/",
 ) -> str:
+    # Each argument one systemd word: a value with a space, a newline, `%` or `$` can never
+    # become a second flag or line.
     return template(
         "unit.service.j2",
         description=description,
-        exec_start=exec_start,
+        exec_start=[systemd_word(a) for a in exec_start],
         after=after,
         wants=wants,
         requires=requires,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..quoting import systemd_command
 from ..spec.model import ClusterSpec, Node, Role
 from .bundle import Bundle, File, Phase, Unit
 from .common import header, systemd_unit
@@ -66,7 +67,8 @@ def render_host(spec: ClusterSpec, node: Node, bundle: Bundle) -> None:
             service={
                 "Type": "oneshot",
                 "RemainAfterExit": "yes",
-                "ExecStart": [f"/sbin/ip route replace {cidr} via {via}" for cidr, via in routes],
+                "ExecStart": [systemd_command(["/sbin/ip", "route", "replace", cidr, "via", via])
+                              for cidr, via in routes],
             },
         )
         bundle.add_unit(Unit("hardway-routes.service", Phase.host, oneshot=True), unit)

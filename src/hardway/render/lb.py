@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 from ..material import Material
 from ..spec.model import APISERVER_PORT, ClusterSpec, LoadBalancerMode, Node
 from .bundle import Bundle, File, Phase, Unit
@@ -68,8 +70,9 @@ def check_script(spec: ClusterSpec) -> str:
     return (
         "#!/bin/sh\n" + header() +
         "# Healthy when the local apiserver answers /readyz to an authenticated request.\n"
-        f"exec /usr/bin/curl --silent --fail --max-time 2 --cacert {HAPROXY_CA} "
-        f"--cert {HAPROXY_CRT} https://127.0.0.1:{APISERVER_PORT}/readyz -o /dev/null\n"
+        "exec " + shlex.join(["/usr/bin/curl", "--silent", "--fail", "--max-time", "2", "--cacert", HAPROXY_CA,
+                              "--cert", HAPROXY_CRT, f"https://127.0.0.1:{APISERVER_PORT}/readyz", "-o", "/dev/null"])
+        + "\n"
     )
 
 

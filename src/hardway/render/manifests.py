@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..quoting import corefile_token
 from ..spec import versions
 from ..spec.model import ClusterSpec
 from .common import yaml_file
@@ -51,7 +52,7 @@ def coredns_image(spec: ClusterSpec) -> str:
 
 
 def coredns(spec: ClusterSpec) -> bytes:
-    domain = spec.network.cluster_domain
+    domain = corefile_token(spec.network.cluster_domain)
     labels = {"k8s-app": "kube-dns"}
     corefile = (
         ".:53 {\n"

@@ -10,9 +10,11 @@ import difflib
 from collections import Counter
 from dataclasses import dataclass
 from itertools import combinations
+from pathlib import PurePosixPath
 
 from ..artifacts.layout import downloads_for_spec
-from .model import ClusterSpec, LoadBalancerMode, Role
+from ..pki.profiles import certificate_plan
+from .model import DNS_NAME_MAX, ClusterSpec, LoadBalancerMode, Role
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,8 @@ def check_spec(spec: ClusterSpec) -> list[Problem]:
     out += _networks(spec)
     out += _pod_cidrs(spec)
     out += _load_balancer(spec)
+    out += _certificates(spec)
+    out += _artifacts(spec)
     out += _misc(spec)
     out += _artifact_pins(spec)
     return out
@@ -107,7 +111,16 @@ def _networks(spec: ClusterSpec) -> list[Problem]:
             Problem(("network", "serviceCIDR"), "the apiserver accepts at most a /12 service CIDR")
         )
     dns = spec.cluster_dns
-    if dns not in net.service_cidr:
+    if net.service_cidr.prefixlen > MIN_SERVICE_CIDR:
+        out.append(
+            Problem(
+                ("network", "serviceCIDR"),
+                f"a /{net.service_cidr.prefixlen} is too small: the apiserver refuses fewer than 8 "
+                "addresses, the kubernetes service takes the 1st and cluster DNS the 10th; use at least "
+                f"a /{MIN_SERVICE_CIDR} (16 addresses, 12 left for services), usually a /24 or larger",
+            )
+        )
+    elif dns not in net.service_cidr:
         out.append(
             Problem(
                 ("network", "clusterDNS"),
@@ -222,11 +235,91 @@ def _load_balancer(spec: ClusterSpec) -> list[Problem]:
     return out
 
 
+# The smallest service CIDR: the apiserver refuses fewer than 8 addresses (a /29), and the
+# default cluster DNS address is the 10th, which a /29 lacks.
+MIN_SERVICE_CIDR = 28
+
+# RFC 5280 upper bounds (ub-common-name, ub-organization-name); cryptography refuses a
+# longer CN, so `pki init` would fail half-way. DNS SANs follow RFC 1035.
+SUBJECT_BOUNDS = {"CN": 64, "O": 64}
+DNS_LABEL_MAX = 63
+
+
+def _overlong(kind: str, name: str) -> tuple[int, int, str] | None:
+    """(length, bound, which rule) when `name` breaks its bound as a `kind`, else None."""
+    if kind in SUBJECT_BOUNDS:
+        bound = SUBJECT_BOUNDS[kind]
+        return (len(name), bound, f"X.509 allows a {kind} of at most {bound}") if len(name) > bound else None
+    if len(name) > DNS_NAME_MAX:
+        return len(name), DNS_NAME_MAX, f"a DNS name has at most {DNS_NAME_MAX}"
+    label = max(name.split("."), key=len)
+    if len(label) > DNS_LABEL_MAX:
+        return len(label), DNS_LABEL_MAX, f"a DNS label ({label!r}) has at most {DNS_LABEL_MAX}"
+    return None
+
+
+def _certificates(spec: ClusterSpec) -> list[Problem]:
+    """Every name the certificate table derives from the spec fits X.509 and DNS, checked
+    against the table itself (pki/profiles.py), so a new row is bounded too; and no leaf
+    outlives its CA."""
+    out: list[Problem] = []
+    pki = spec.pki
+    if pki.cert_validity_days > pki.ca_validity_days:
+        out.append(
+            Problem(
+                ("pki", "certValidityDays"),
+                f"{pki.cert_validity_days} days is longer than caValidityDays ({pki.ca_validity_days}): "
+                "a certificate must not outlive the CA that signs it (clients reject it once the CA "
+                "expires); make it at most caValidityDays",
+            )
+        )
+    seen: set[tuple] = set()
+    for p in certificate_plan(spec):
+        origins = {o.name: o for o in p.origins}
+        names = [("CN", p.cn), *(("O", o) for o in p.orgs), *(("DNS name", d) for d in p.dns_names)]
+        for kind, name in names:
+            bad = _overlong(kind, name)
+            if bad is None:
+                continue
+            length, bound, rule = bad
+            o = origins.get(name)
+            if o is None:  # a constant of the table: hardway's own mistake
+                out.append(Problem((), f"certificate {p.name}: {kind} {name!r} is too long ({rule}); a hardway bug"))
+                continue
+            key = (o.field, kind, name)
+            if key in seen:
+                continue
+            seen.add(key)
+            out.append(
+                Problem(
+                    o.field,
+                    f"{o.value!r} is too long: certificate {p.name} would carry the {kind} {name!r}, "
+                    f"{length} characters, and {rule}; use at most {len(o.value) - (length - bound)} "
+                    "characters here",
+                )
+            )
+    return out
+
+
+def _artifacts(spec: ClusterSpec) -> list[Problem]:
+    out: list[Problem] = []
+    stems: dict[str, int] = {}
+    for i, entry in enumerate(spec.artifacts.images):
+        stem = PurePosixPath(entry).name.removesuffix(".tar")
+        if stem in stems:
+            out.append(
+                Problem(
+                    ("artifacts", "images", i),
+                    f"{entry!r} would be stored as images/{stem}.tar on every node, like "
+                    f"artifacts.images[{stems[stem]}]; rename one of the files",
+                )
+            )
+        stems.setdefault(stem, i)
+    return out
+
+
 def _misc(spec: ClusterSpec) -> list[Problem]:
     out: list[Problem] = []
-    root = spec.kubelet.cgroup_root
-    if root is not None and not root.startswith("/"):
-        out.append(Problem(("kubelet", "cgroupRoot"), "must be an absolute cgroup path starting with '/'"))
     major = int(spec.artifacts.versions.containerd.split(".")[0])
     if major not in (1, 2):
         out.append(

@@ -31,7 +31,7 @@ class LoadedSpec:
 def load_spec(path: str | Path) -> LoadedSpec:
     path = Path(path)
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except FileNotFoundError:
         raise SpecError(
             [f"{path} does not exist: create one with `hardway init DIR --preset basic`"],
@@ -39,6 +39,15 @@ def load_spec(path: str | Path) -> LoadedSpec:
         ) from None
     except OSError as e:
         raise SpecError([f"cannot read {path}: {e.strerror}"], source=str(path)) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise SpecError(
+            [f"line {line}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
+             "save the file as UTF-8"],
+            source=str(path),
+        ) from None
     return parse_spec(text, source=str(path))
 
 
@@ -81,6 +90,8 @@ def _load_yaml(text: str) -> tuple[Any, dict[Path_, int], list[str]]:
         where = f"line {mark.line + 1}: " if mark is not None else ""
         problem = getattr(e, "problem", None) or str(e)
         return None, lines, [f"{where}not valid YAML: {problem}"]
+    except RecursionError:
+        return None, lines, ["the YAML nests too deeply, or an alias (*name) sits inside its own anchor (&name)"]
     return data, lines, problems
 
 
