@@ -380,6 +380,16 @@ def fetch(downloads: Iterable[Download], source: Source, store: Store | None = N
     return result
 
 
+def fetch_for_cluster(spec, downloads: Iterable[Download], base_dir: Path, progress: Progress = _quiet,
+                      store: Store | None = None, mirror: str | None = None, update_lock: bool = False) -> Fetched:
+    """`downloads` for the cluster of `spec` (in `base_dir`): from `mirror` or its
+    spec.artifacts.mirror, each digest held to its pins and to DIR/artifacts.lock."""
+    source = Source(mirror if mirror is not None else spec.artifacts.mirror, base_dir)
+    lock = ArtifactLock.load(ClusterDir.at(base_dir).artifacts_lock, update_lock)
+    progress(f"fetching from {source.describe()}")
+    return fetch(downloads, source, store, progress, lock, spec.artifacts.digests)
+
+
 def fetch_for_spec(spec, base_dir: Path | None = None, progress: Progress = _quiet,
                    store: Store | None = None, mirror: str | None = None,
                    update_lock: bool = False) -> Fetched:
@@ -391,10 +401,7 @@ def fetch_for_spec(spec, base_dir: Path | None = None, progress: Progress = _qui
     file itself, relative to `base_dir` (the cluster directory), which must exist.
     """
     base_dir = Path(base_dir) if base_dir is not None else Path(".")
-    source = Source(mirror if mirror is not None else spec.artifacts.mirror, base_dir)
-    lock = ArtifactLock.load(ClusterDir.at(base_dir).artifacts_lock, update_lock)
-    progress(f"fetching from {source.describe()}")
-    result = fetch(layout.downloads_for_spec(spec), source, store, progress, lock, spec.artifacts.digests)
+    result = fetch_for_cluster(spec, layout.downloads_for_spec(spec), base_dir, progress, store, mirror, update_lock)
     missing = []
     for entry in spec.artifacts.images:
         if layout.image_is_path(entry):
@@ -413,4 +420,4 @@ def source_url(mirror: str | None, rel: str, base_dir: Path | None = None) -> st
     return Source(mirror, base_dir).url(rel)
 
 
-__all__ = ["Fetched", "Source", "Store", "extract_member", "fetch", "fetch_for_spec", "source_url"]
+__all__ = ["Fetched", "Source", "Store", "extract_member", "fetch", "fetch_for_cluster", "fetch_for_spec", "source_url"]

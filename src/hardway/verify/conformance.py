@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..artifacts import layout
-from ..artifacts.fetch import Source, extract_member, fetch
+from ..artifacts.fetch import extract_member, fetch_for_cluster
 from ..artifacts.testimages import CONFORMANCE_IMAGES
 from ..clusterdir import ClusterDir
 from ..deploy.activate import unit_states
@@ -125,10 +125,9 @@ class ConformanceOptions:
 
 def test_binaries(spec: ClusterSpec, base_dir: Path, progress: Progress) -> dict[str, Path]:
     """e2e.test and ginkgo of the cluster's version, fetched (verified, cached) and extracted."""
-    source = Source(spec.artifacts.mirror, base_dir)
     d = layout.kubernetes_test(spec.kubernetes.version)
     try:
-        got = fetch([d], source, progress=progress)
+        got = fetch_for_cluster(spec, [d], base_dir, progress)
     except OperationError as e:
         hint = (f"\nThe mirror has no Kubernetes test binaries: rebuild it with `hardway artifacts mirror "
                 f"build {spec.artifacts.mirror} --from-debian --conformance`."
@@ -148,10 +147,9 @@ def test_images(spec: ClusterSpec, base_dir: Path, progress: Progress) -> dict[s
         progress(f"hardway makes no test images for Kubernetes {spec.minor}: the nodes must pull "
                  "them from their registries")
         return {}
-    source = Source(spec.artifacts.mirror, base_dir)
     unique = {img.name: img for img in images}
     try:
-        got = fetch([layout.image(n) for n in unique], source, progress=progress)
+        got = fetch_for_cluster(spec, [layout.image(n) for n in unique], base_dir, progress)
     except OperationError as e:
         raise OperationError(
             f"cannot get the conformance test images from the mirror: {e}\nRebuild it with "
@@ -296,9 +294,18 @@ def parse_junit(report_dir: Path, focus: str, skip: str) -> list[CaseResult]:
     return sorted(cases.values(), key=lambda c: c.name)
 
 
-def _first_lines(text: str, lines: int = 3, limit: int = 400) -> str:
-    kept = [ln.strip() for ln in text.strip().splitlines() if ln.strip()][:lines]
-    return " | ".join(kept)[:limit]
+_LOCATION = re.compile(r"^\S+\.go:\d+$")  # ginkgo's "where": the test's source file and line
+_STAMP = re.compile(r"^[A-Z][a-z]{2} +\d+ [\d:.]+: ")  # the e2e framework's log time stamp
+
+
+def _first_lines(text: str, lines: int = 4, limit: int = 500) -> str:
+    """A failure message's gist: its lines without source locations and time stamps."""
+    kept = []
+    for ln in text.strip().splitlines():
+        ln = _STAMP.sub("", ln.strip())
+        if ln and not _LOCATION.match(ln) and ln not in ("{", "}"):
+            kept.append(ln)
+    return " ".join(kept[:lines])[:limit]
 
 
 def explain(cases: list[CaseResult], limits: dict[str, str]) -> list[CaseResult]:
