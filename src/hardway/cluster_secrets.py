@@ -34,6 +34,9 @@ class SecretFile:
     make: Callable[[], str]
     flaw: Callable[[str], str | None]  # why this content is unusable; None: it is fine
     if_lost: str  # what to do when it is missing or unusable
+    # Data depends on it once the cluster ran (Secrets in etcd are encrypted with the key): a
+    # lost one is never replaced silently, or the next `up` would make every Secret unreadable.
+    irreplaceable: bool = False
 
 
 def _encryption_key_flaw(text: str) -> str | None:
@@ -59,6 +62,7 @@ SECRET_FILES: tuple[SecretFile, ...] = (
         _encryption_key_flaw,
         "restore it from your backup: the Secrets in etcd are encrypted with it and cannot be read "
         "without it (for a cluster that never ran, `hardway pki init` makes a new one once the file is gone)",
+        irreplaceable=True,
     ),
     SecretFile(
         "vrrp-password", lambda spec: spec.load_balancer.mode is LoadBalancerMode.keepalived,

@@ -78,5 +78,10 @@ class ClusterDir:
         return self.root / "artifacts.lock"
 
     @property
+    def kubectl(self) -> Path:
+        """The cluster's own kubectl, put there by `hardway up`: its presence means `up` ran."""
+        return self.root / "bin" / "kubectl"
+
+    @property
     def encryption_key(self) -> Path:
         return self.secret("encryption-key")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .cluster_secrets import SECRET_MODE, needed, read_secrets
 from .clusterdir import ClusterDir
-from .errors import OperationError
+from .errors import OperationError, UsageError
 from .fsio import all_or_nothing, write_atomic
 from .pki.ensure import PkiReport, StalePki, ensure_pki
 from .pki.profiles import SERVICE_ACCOUNT, certificate_plan
@@ -58,6 +58,10 @@ def ensure_material(
         for secret in needed(spec):
             path = cd.secret(secret.name)
             if not path.exists():
+                if secret.irreplaceable and cd.kubectl.exists():
+                    raise UsageError(f"{path} is missing, and this cluster has run (`hardway up` put "
+                                     f"{cd.kubectl} there): {secret.if_lost}. If it never held data, delete "
+                                     f"{cd.kubectl} and run the command again to make a new one")
                 write_atomic(path, (secret.make() + "\n").encode(), SECRET_MODE)
                 report.written.append(path)
         if report.pki.stale:

@@ -75,9 +75,18 @@ def test_known_limits_explain_dns_failures_only_when_dns_is_down():
         CaseResult("[sig-api-machinery] AdmissionWebhook should mutate pod [Conformance]", "failed", 30,
                    "dial tcp 10.32.0.104:8443: connect: network is unreachable"),
         CaseResult("[sig-node] ConfigMap should be consumable [Conformance]", "passed", 3),
+        # what 1.20's service.go says when the Service's name does not resolve
+        CaseResult("[sig-network] Services should have session affinity work for NodePort service [Conformance]",
+                   "failed", 135, "Unexpected error: service is not reachable within 2m0s timeout on endpoint "
+                   "affinity-nodeport:80 over TCP protocol"),
+        CaseResult("[sig-network] Services should be able to change the type from ClusterIP to ExternalName "
+                   "[Conformance]", "failed", 21, 'ExternalName service "services-7089/execpod6zrcp" must resolve to IP'),
+        # the same message with an IP is not a lookup: it stays unexplained
+        CaseResult("[sig-network] Services should serve a basic endpoint from pods [Conformance]", "failed", 120,
+                   "service is not reachable within 2m0s timeout on endpoint 10.32.0.44:80 over TCP protocol"),
     ]
     down = explain(cases, {"dns": "ImagePullBackOff: registry.k8s.io/coredns:1.7.0"})
-    assert [bool(c.limit) for c in down] == [True, True, False, False]
+    assert [bool(c.limit) for c in down] == [True, True, False, False, True, True, False]
     assert "ImagePullBackOff" in down[0].limit
     assert all(c.outcome == d.outcome for c, d in zip(cases, down, strict=True))  # never hidden
     assert not any(c.limit for c in explain(cases, {}))  # DNS up: nothing is excused

@@ -101,3 +101,23 @@ def test_a_host_key_trusted_on_first_use_is_announced_with_its_fingerprint(tmp_p
     assert len(said) == 1, said
     assert fp in said[0] and "trusted on first use" in said[0] and "ssh-keygen -lf" in said[0]
     assert str(tmp_path / "known_hosts") in said[0]
+
+
+def test_a_lost_encryption_key_is_never_replaced_once_the_cluster_ran(tmp_path):
+    from hardway.errors import UsageError
+
+    cd = ClusterDir(tmp_path)
+    spec = make_spec("basic")
+    ensure_material(cd, spec)
+    cd.encryption_key.unlink()
+    ensure_material(cd, spec)  # a cluster that never ran: a new key is fine
+    first = cd.encryption_key.read_text()
+    cd.kubectl.parent.mkdir(parents=True)
+    cd.kubectl.write_text("#!/bin/sh\n")  # what `up` leaves: the cluster ran
+    cd.encryption_key.unlink()
+    with pytest.raises(UsageError, match="restore it from your backup"):
+        ensure_material(cd, spec)
+    assert not cd.encryption_key.exists(), "a new key was written after all"
+    cd.encryption_key.write_text(first)  # restored: all is well again
+    ensure_material(cd, spec)
+    assert cd.encryption_key.read_text() == first

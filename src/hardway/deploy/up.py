@@ -79,7 +79,7 @@ class Prepared:
 
 
 def kubectl_path(cd: ClusterDir) -> Path:
-    return cd.root / "bin" / "kubectl"
+    return cd.kubectl
 
 
 def prepare(directory: Path, progress: Progress, command: str = "up") -> Prepared:
