@@ -7,17 +7,11 @@ from ..pki.profiles import SERVICE_ACCOUNT
 from ..spec import versions
 from ..spec.model import APISERVER_PORT, ClusterSpec, Node
 from .bundle import Bundle, File, Phase, Unit
-from .common import BIN, ETCD_PKI, K8S, PKI, SECRET, flags, optional, systemd_unit, yaml_file
+from .common import (BIN, ETCD_PKI, K8S, PKI, SECRET, TLS_CIPHER_SUITES, TLS_MIN_VERSION, flags,
+                     optional, systemd_unit, yaml_file)
 from .encryption import AUDIT_POLICY, ENCRYPTION_CONFIG, audit_policy, encryption_config
 from .etcd import etcd_servers
 
-# Both CIS lists; Go picks ECDSA or RSA suites by the certificate's key (Ed25519 uses the
-# ECDSA suites under TLS 1.2). TLS 1.3 suites are not configurable and always allowed.
-TLS_CIPHER_SUITES = (
-    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,"
-    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305,TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,"
-    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305"
-)
 CONTROLLER_MANAGER_CONF = f"{K8S}/controller-manager.conf"
 SCHEDULER_CONF = f"{K8S}/scheduler.conf"
 SCHEDULER_CONFIG = f"{K8S}/kube-scheduler.yaml"
@@ -48,8 +42,8 @@ def apiserver_flags(spec: ClusterSpec, node: Node) -> list[str]:
         ("--client-ca-file", f"{PKI}/ca.crt"),
         ("--tls-cert-file", f"{PKI}/apiserver.crt"),
         ("--tls-private-key-file", f"{PKI}/apiserver.key"),
-        ("--tls-cipher-suites", TLS_CIPHER_SUITES),
-        ("--tls-min-version", "VersionTLS12"),
+        ("--tls-cipher-suites", ",".join(TLS_CIPHER_SUITES)),
+        ("--tls-min-version", TLS_MIN_VERSION),
         ("--etcd-servers", etcd_servers(spec)),
         ("--etcd-cafile", f"{ETCD_PKI}/ca.crt"),
         ("--etcd-certfile", f"{PKI}/apiserver-etcd-client.crt"),

@@ -8,9 +8,8 @@ from ..material import Material
 from ..spec import versions
 from ..spec.model import ClusterSpec, Node
 from .bundle import Bundle, File, Phase, Unit
-from .common import (BIN, K8S, KUBELET_DIR, PKI, SECRET, flags, header, optional,
-                     systemd_unit, template, yaml_file)
-from .control_plane import TLS_CIPHER_SUITES
+from .common import (BIN, K8S, KUBELET_DIR, PKI, SECRET, TLS_CIPHER_SUITES, TLS_MIN_VERSION, flags,
+                     header, optional, systemd_unit, template, yaml_file)
 
 CONTAINERD_SOCK = "unix:///run/containerd/containerd.sock"
 CONTAINERD_CONFIG = "/etc/containerd/config.toml"
@@ -113,7 +112,8 @@ def kubelet_config(spec: ClusterSpec, node: Node) -> dict:
         "runtimeRequestTimeout": "15m",
         "tlsCertFile": f"{KUBELET_DIR}/pki/kubelet.crt",
         "tlsPrivateKeyFile": f"{KUBELET_DIR}/pki/kubelet.key",
-        "tlsCipherSuites": TLS_CIPHER_SUITES.split(","),
+        "tlsCipherSuites": list(TLS_CIPHER_SUITES),
+        "tlsMinVersion": TLS_MIN_VERSION,
         "readOnlyPort": 0,
         # The sysctls the kubelet insists on are set by /etc/sysctl.d before it starts
         # (host.py), so it need not (and may not) change kernel settings itself.
