@@ -1,6 +1,6 @@
 """High availability for real, for both topologies: `ha` (HAProxy on an lb machine in front of
 three controllers) and `ha-vip` (keepalived VIP + HAProxy on every controller). Each: up,
-verify, smoke; stop a controller machine (for ha-vip the VIP holder): the API still accepts
+verify, smoke, every listening socket against the ports table; stop a controller machine (for ha-vip the VIP holder): the API still accepts
 writes through the LB/VIP, etcd has 2 of 3 members, verify says degraded (exit 3); start it:
 it rejoins, verify says healthy, every write made during the outage is there. For ha-vip also:
 stopping keepalived on the holder moves the VIP.
@@ -16,6 +16,7 @@ from hardway.deploy.health import etcd_health, identity
 from hardway.clusterdir import ClusterDir
 from hardway.spec.load import load_spec
 from tests.e2e.cluster_fixture import hw, lab_cluster, log
+from tests.e2e.listeners import listener_problems
 from tests.helpers import E2E_TIMEOUT
 from tests.mirror_fixture import mirror  # noqa: F401 (fixture)
 
@@ -43,6 +44,9 @@ def test_ha_survives_losing_a_controller(tmp_path, mirror, preset, octet):  # no
         log(r.stdout)
         assert r.returncode == 0, r.stdout + r.stderr[-2000:]
         assert "cluster healthy" in r.stdout
+        # The lb machine (ha) and HAProxy on every controller (ha-vip) against the ports table.
+        problems = listener_problems(c, log)
+        assert not problems, "\n".join(problems)
 
         vip = str(c.spec.load_balancer.vip) if preset == "ha-vip" else None
         if vip:

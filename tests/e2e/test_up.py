@@ -1,6 +1,7 @@
 """`hardway up` for real: the basic preset (1 controller + 2 workers) on lab machines from the
 offline mirror. The first `up` is interrupted (Ctrl-C) in the middle of its push, the second
-converges; then verify, the smoke tests, a no-op `up`, an empty `diff`, a one-field change
+converges; then verify, the smoke tests, every listening socket against the ports table
+(hardway.ports), a no-op `up`, an empty `diff`, a one-field change
 that restarts only what it touches, and host-key pinning. The tests run in file order on
 one lab, destroyed at the end also when a test fails.
 """
@@ -24,6 +25,7 @@ from hardway.deploy.up import Options, connect_all
 from hardway.errors import OperationError
 from hardway.spec.load import load_spec
 from tests.e2e.cluster_fixture import hw, lab_cluster, log
+from tests.e2e.listeners import listener_problems
 from tests.helpers import E2E_TIMEOUT
 from tests.mirror_fixture import mirror  # noqa: F401 (fixture)
 
@@ -113,6 +115,14 @@ def test_smoke_tests_pass(cluster):
         assert any(ln.startswith("PASS") and name in ln for ln in r.stdout.splitlines()), f"{name}: not passed"
     # CoreDNS's image is not in the offline lab: said plainly, not passed off as tested.
     assert any(ln.startswith(("SKIP CoreDNS", "PASS CoreDNS")) for ln in r.stdout.splitlines())
+
+
+def test_no_unauthenticated_listener(cluster):
+    """Every listening socket on every node (`ss -ltnupH`) is in hardway's ports table, on the
+    address the table says; outside loopback each is SSH, kube-proxy's health port, a NodePort,
+    or refuses a TLS client without a certificate (handshake or 401, tried here)."""
+    problems = listener_problems(cluster, log)
+    assert not problems, "\n".join(problems)
 
 
 def test_second_up_changes_nothing_and_restarts_nothing(cluster):

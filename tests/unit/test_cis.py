@@ -44,6 +44,19 @@ def config(bundle, path: str) -> dict:
     return next(d for d in yaml.safe_load_all(bundle.files[path].content) if d)
 
 
+def valid_elements(value: str, allowed: set[str]) -> bool:
+    """kube-bench's `op: valid_elements` (check/test.go: splitAndRemoveLastSeparator, then
+    allElementsValid): the trailing comma dropped, a non-empty list, every element allowed."""
+    elements = [e.strip() for e in value.strip().rstrip(",").split(",")] if value.strip().rstrip(",") else []
+    return bool(elements) and all(e in allowed for e in elements)
+
+
+def test_valid_elements_reads_as_kube_bench_does():
+    assert valid_elements("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,", CIS_CIPHERS)
+    assert not valid_elements("", CIS_CIPHERS)  # the field absent: kube-bench fails the check
+    assert not valid_elements("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_RSA_WITH_AES_128_CBC_SHA,", CIS_CIPHERS)
+
+
 def test_etcd_2_x(single):
     f = flags(single, "etcd")
     assert f["--cert-file"] and f["--key-file"]  # 2.1
@@ -89,7 +102,7 @@ def test_apiserver_1_2_x(single):
     assert f["--client-ca-file"]  # 1.2.30
     assert f["--etcd-cafile"]  # 1.2.31
     assert f["--encryption-provider-config"]  # 1.2.32
-    assert set(f["--tls-cipher-suites"].split(",")) <= CIS_CIPHERS  # 1.2.34
+    assert valid_elements(f["--tls-cipher-suites"], CIS_CIPHERS)  # 1.2.34
     assert f["--audit-policy-file"]  # 3.2.1
 
 
@@ -131,7 +144,13 @@ def test_kubelet_4_2_x(single):
     assert c["tlsCertFile"] and c["tlsPrivateKeyFile"]  # 4.2.10
     assert c["rotateCertificates"] is True  # 4.2.11
     assert c.get("featureGates", {}).get("RotateKubeletServerCertificate", True) is True  # 4.2.12
-    assert set(c["tlsCipherSuites"]) <= CIS_CIPHERS  # 4.2.13
+    # 4.2.13, read as kube-bench reads the config: path '{range .tlsCipherSuites[:]}{}{','}{end}'
+    assert valid_elements("".join(f"{s}," for s in c.get("tlsCipherSuites", [])), CIS_CIPHERS)
+    # Not a CIS check; the apiserver's floor (--tls-min-version), so no TLS 1.0/1.1 client.
+    assert c["tlsMinVersion"] == "VersionTLS12"
+    api = flags(single, "kube-apiserver")
+    assert c["tlsCipherSuites"] == api["--tls-cipher-suites"].split(",")  # one policy
+    assert c["tlsMinVersion"] == api["--tls-min-version"]
 
 
 def test_file_permissions_1_1_x_and_4_1_x(single):

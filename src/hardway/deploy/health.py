@@ -16,11 +16,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import ports
 from ..clusterdir import ClusterDir
 from ..errors import OperationError
 from ..spec.model import ClusterSpec
 
-ETCD_CLIENT_PORT = 2379
+ETCD_CLIENT_PORT = ports.port("etcd-client")
 
 
 @dataclass(frozen=True)

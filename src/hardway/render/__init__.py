@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..material import Material
+from ..ports import runs_load_balancer
 from ..spec.model import ClusterSpec, Role
 from .bundle import Binary, Bundle, ClusterBundle, File, Phase, Unit
 from .control_plane import render_control_plane
@@ -23,7 +24,7 @@ def render_cluster(spec: ClusterSpec, material: Material) -> ClusterBundle:
         if node.has(Role.controller):
             render_etcd(spec, node, material, bundle)
             render_control_plane(spec, node, material, kubeconfigs, bundle)
-        if node.has(Role.lb) or (node.has(Role.controller) and spec.load_balancer.mode.value == "keepalived"):
+        if runs_load_balancer(spec, node):
             render_lb(spec, node, material, bundle)
         if node.has(Role.worker):
             render_worker(spec, node, material, kubeconfigs, bundle)

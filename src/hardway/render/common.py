@@ -29,6 +29,17 @@ ETCD_DATA = "/var/lib/etcd"
 
 SECRET = 0o600
 
+# Every Kubernetes TLS server hardway configures (apiserver flags, KubeletConfiguration): both
+# CIS lists (1.2.34, 4.2.13) less the RSA key-exchange suites, which lack forward secrecy. Go
+# picks ECDSA or RSA suites by the certificate's key (Ed25519 uses the ECDSA suites under
+# TLS 1.2). TLS 1.3 suites are not configurable and always allowed.
+TLS_CIPHER_SUITES = (
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384", "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305",
+)
+TLS_MIN_VERSION = "VersionTLS12"
+
 
 def header(comment: str = "#") -> str:
     # No hardway version here: upgrading hardway alone must not change every file on every

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
+from .. import ports
 from ..material import Material
 from ..pki.profiles import SERVICE_ACCOUNT
 from ..spec import versions
-from ..spec.model import APISERVER_PORT, ClusterSpec, Node
+from ..spec.model import ClusterSpec, Node
 from .bundle import Bundle, File, Phase, Unit
-from .common import BIN, ETCD_PKI, K8S, PKI, SECRET, flags, optional, systemd_unit, yaml_file
+from .common import (BIN, ETCD_PKI, K8S, PKI, SECRET, TLS_CIPHER_SUITES, TLS_MIN_VERSION, flags,
+                     optional, systemd_unit, yaml_file)
 from .encryption import AUDIT_POLICY, ENCRYPTION_CONFIG, audit_policy, encryption_config
 from .etcd import etcd_servers
 
-# Both CIS lists; Go picks ECDSA or RSA suites by the certificate's key (Ed25519 uses the
-# ECDSA suites under TLS 1.2). TLS 1.3 suites are not configurable and always allowed.
-TLS_CIPHER_SUITES = (
-    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,"
-    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305,TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,"
-    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305"
-)
 CONTROLLER_MANAGER_CONF = f"{K8S}/controller-manager.conf"
 SCHEDULER_CONF = f"{K8S}/scheduler.conf"
 SCHEDULER_CONFIG = f"{K8S}/kube-scheduler.yaml"
@@ -38,8 +33,8 @@ def apiserver_flags(spec: ClusterSpec, node: Node) -> list[str]:
     issuer = f"https://kubernetes.default.svc.{spec.network.cluster_domain}"
     return flags(c, m, [
         ("--advertise-address", node.address),
-        ("--bind-address", "0.0.0.0"),
-        ("--secure-port", APISERVER_PORT),
+        ("--bind-address", ports.address("kube-apiserver", node)),
+        ("--secure-port", ports.port("kube-apiserver")),
         *optional(c, m, "--insecure-port", 0),
         ("--allow-privileged", True),
         ("--anonymous-auth", False),
@@ -48,8 +43,8 @@ def apiserver_flags(spec: ClusterSpec, node: Node) -> list[str]:
         ("--client-ca-file", f"{PKI}/ca.crt"),
         ("--tls-cert-file", f"{PKI}/apiserver.crt"),
         ("--tls-private-key-file", f"{PKI}/apiserver.key"),
-        ("--tls-cipher-suites", TLS_CIPHER_SUITES),
-        ("--tls-min-version", "VersionTLS12"),
+        ("--tls-cipher-suites", ",".join(TLS_CIPHER_SUITES)),
+        ("--tls-min-version", TLS_MIN_VERSION),
         ("--etcd-servers", etcd_servers(spec)),
         ("--etcd-cafile", f"{ETCD_PKI}/ca.crt"),
         ("--etcd-certfile", f"{PKI}/apiserver-etcd-client.crt"),
@@ -89,8 +84,13 @@ def apiserver_flags(spec: ClusterSpec, node: Node) -> list[str]:
 
 def controller_manager_flags(spec: ClusterSpec) -> list[str]:
     m = spec.minor
-    return flags("kube-controller-manager", m, [
-        ("--bind-address", "127.0.0.1"),
+    c = "kube-controller-manager"
+    return flags(c, m, [
+        ("--bind-address", ports.address(c)),
+        ("--secure-port", ports.port(c)),
+        # The insecure port off: plain HTTP without authentication on 0.0.0.0:10252 by default
+        # in 1.20 and 1.21 (a no-op that accepts only 0 in 1.22 and 1.23; gone in 1.24).
+        *optional(c, m, "--port", 0),
         ("--kubeconfig", CONTROLLER_MANAGER_CONF),
         ("--authentication-kubeconfig", CONTROLLER_MANAGER_CONF),
         ("--authorization-kubeconfig", CONTROLLER_MANAGER_CONF),
@@ -117,7 +117,12 @@ def scheduler_flags(spec: ClusterSpec) -> list[str]:
     c = "kube-scheduler"
     return flags(c, m, [
         ("--config", SCHEDULER_CONFIG),
-        ("--bind-address", "127.0.0.1"),
+        ("--bind-address", ports.address(c)),
+        ("--secure-port", ports.port(c)),
+        # The insecure port off where the flag exists (1.20-1.23). With --config it takes effect
+        # only in 1.23 (a no-op there); in 1.20-1.22 the config's healthzBindAddress decides
+        # (scheduler_config).
+        *optional(c, m, "--port", 0),
         ("--authentication-kubeconfig", SCHEDULER_CONF),
         ("--authorization-kubeconfig", SCHEDULER_CONF),
         # Ignored when --config is given (the config says enableProfiling: false); kept
@@ -128,13 +133,20 @@ def scheduler_flags(spec: ClusterSpec) -> list[str]:
 
 
 def scheduler_config(spec: ClusterSpec) -> dict:
-    return {
+    cfg: dict = {
         "apiVersion": versions.config_api(spec.minor, "KubeSchedulerConfiguration"),
         "kind": "KubeSchedulerConfiguration",
         "clientConnection": {"kubeconfig": SCHEDULER_CONF},
         "leaderElection": {"leaderElect": True},
         "enableProfiling": False,
     }
+    # 1.20-1.22 serve plain HTTP (healthz, metrics) on these, 0.0.0.0:10251 by default, and
+    # ignore --port when a config is given. The config cannot turn them off (port 0 is refused),
+    # so they are bound to loopback.
+    for field in ("healthzBindAddress", "metricsBindAddress"):
+        if versions.scheduler_field(spec.minor, field):
+            cfg[field] = ports.host_port("kube-scheduler-insecure")
+    return cfg
 
 
 def render_control_plane(

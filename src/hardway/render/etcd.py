@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from .. import ports
 from ..material import Material
 from ..spec.model import ClusterSpec, Node
 from .bundle import Bundle, File, Phase, Unit
 from .common import BIN, ETCD_DATA, ETCD_PKI, SECRET, header, systemd_unit
 
-CLIENT_PORT = 2379
-PEER_PORT = 2380
+CLIENT_PORT = ports.port("etcd-client")
+PEER_PORT = ports.port("etcd-peer")
 OWNER = "etcd:etcd"
 
 
@@ -24,9 +25,9 @@ def etcd_flags(spec: ClusterSpec, member: Node) -> list[str]:
     return [
         f"--name={member.name}",
         f"--data-dir={ETCD_DATA}",
-        f"--listen-client-urls=https://{ip}:{CLIENT_PORT}",
+        f"--listen-client-urls=https://{ports.host_port('etcd-client', spec, member)}",
         f"--advertise-client-urls=https://{ip}:{CLIENT_PORT}",
-        f"--listen-peer-urls=https://{ip}:{PEER_PORT}",
+        f"--listen-peer-urls=https://{ports.host_port('etcd-peer', spec, member)}",
         f"--initial-advertise-peer-urls=https://{ip}:{PEER_PORT}",
         f"--initial-cluster={initial}",
         f"--initial-cluster-token={spec.name}-etcd",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 
+from .. import ports
 from ..material import Material
 from ..spec.model import APISERVER_PORT, ClusterSpec, LoadBalancerMode, Node
 from .bundle import Bundle, File, Phase, Unit
@@ -20,7 +21,7 @@ def haproxy_cfg(spec: ClusterSpec, bind: str) -> str:
     return template(
         "haproxy.cfg.j2",
         bind=bind,
-        port=spec.api_port,
+        port=ports.port("haproxy", spec),
         apiserver_port=APISERVER_PORT,
         backends=[(n.name, n.address) for n in spec.controllers],
         ca=HAPROXY_CA,

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 
+from .. import ports
 from ..material import Material
 from ..spec import versions
 from ..spec.model import ClusterSpec, Node
 from .bundle import Bundle, File, Phase, Unit
-from .common import (BIN, K8S, KUBELET_DIR, PKI, SECRET, flags, header, optional,
-                     systemd_unit, template, yaml_file)
-from .control_plane import TLS_CIPHER_SUITES
+from .common import (BIN, K8S, KUBELET_DIR, PKI, SECRET, TLS_CIPHER_SUITES, TLS_MIN_VERSION, flags,
+                     header, optional, systemd_unit, template, yaml_file)
 
 CONTAINERD_SOCK = "unix:///run/containerd/containerd.sock"
 CONTAINERD_CONFIG = "/etc/containerd/config.toml"
@@ -113,7 +113,13 @@ def kubelet_config(spec: ClusterSpec, node: Node) -> dict:
         "runtimeRequestTimeout": "15m",
         "tlsCertFile": f"{KUBELET_DIR}/pki/kubelet.crt",
         "tlsPrivateKeyFile": f"{KUBELET_DIR}/pki/kubelet.key",
-        "tlsCipherSuites": TLS_CIPHER_SUITES.split(","),
+        "tlsCipherSuites": list(TLS_CIPHER_SUITES),
+        "tlsMinVersion": TLS_MIN_VERSION,
+        # Every listener from the ports table; the unauthenticated read-only port (10255) off.
+        "address": ports.address("kubelet", node),
+        "port": ports.port("kubelet"),
+        "healthzBindAddress": ports.address("kubelet-healthz", node),
+        "healthzPort": ports.port("kubelet-healthz"),
         "readOnlyPort": 0,
         # The sysctls the kubelet insists on are set by /etc/sysctl.d before it starts
         # (host.py), so it need not (and may not) change kernel settings itself.
@@ -171,6 +177,8 @@ def kube_proxy_config(spec: ClusterSpec, node: Node) -> dict:
         "hostnameOverride": node.name,
         "mode": spec.kube_proxy.mode,
         "clusterCIDR": str(spec.network.pod_cidr),
+        "healthzBindAddress": ports.host_port("kube-proxy-healthz", spec, node),
+        "metricsBindAddress": ports.host_port("kube-proxy-metrics", spec, node),
     }
     if spec.kube_proxy.conntrack_max_per_core is not None:
         cfg["conntrack"] = {"maxPerCore": spec.kube_proxy.conntrack_max_per_core}

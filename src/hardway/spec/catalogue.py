@@ -132,11 +132,18 @@ FLAGS: dict[str, dict[str, tuple[str, str | None]]] = {
         "--feature-gates": ("1.20", None),
         "--kubeconfig": ("1.20", None),
         "--leader-elect": ("1.20", None),
+        # The insecure port: plain HTTP, no authentication, on --address:--port (default
+        # 0.0.0.0:10252) in 1.20 and 1.21 unless --port=0 (cmd/kube-controller-manager/app/
+        # options/options.go of 1.20.2: InsecureServing.AddUnqualifiedFlags, "Set to 0 to
+        # disable"). No-op from 1.22: "Controller-manager: the following flags have no effect
+        # and would be removed in v1.24: --port, --address. The insecure port flags --port may
+        # only be set to 0 now." (CHANGELOG-1.22 Deprecation, kubernetes/kubernetes#96216).
         # REMOVED in 1.24: "The insecure address flags --address and --port in
         # kube-controller-manager have had no effect since v1.20 and are removed in v1.24."
-        # (CHANGELOG-1.24 Deprecation, kubernetes/kubernetes#106860.)  No-op (only 0
-        # allowed) since 1.22 (CHANGELOG-1.22 Deprecation, kubernetes/kubernetes#96216).
+        # (CHANGELOG-1.24 Deprecation, kubernetes/kubernetes#106860.)  So --port=0 is valid in
+        # every minor that has the flag. --address is not rendered: with --port=0 nothing binds it.
         "--port": ("1.20", "1.23"),
+        "--address": ("1.20", "1.23"),
         "--profiling": ("1.20", None),
         "--requestheader-client-ca-file": ("1.20", None),
         "--root-ca-file": ("1.20", None),
@@ -160,13 +167,22 @@ FLAGS: dict[str, dict[str, tuple[str, str | None]]] = {
         # cmd/kube-scheduler/app/options/deprecated.go.
         "--kubeconfig": ("1.20", None),
         "--leader-elect": ("1.20", None),
-        # REMOVED in 1.24: "Removed kube-scheduler insecure flags. You can use --bind-address
-        # and --secure-port instead." (CHANGELOG-1.24, kubernetes/kubernetes#106865).
+        # The insecure port: plain HTTP healthz and metrics on --address:--port (default
+        # 0.0.0.0:10251) in 1.20-1.22. With --config, as hardway runs it, these flags are
+        # IGNORED: the config's healthzBindAddress/metricsBindAddress decide (SCHEDULER_CONFIG_
+        # FIELDS below; 1.20.2 cmd/kube-scheduler/app/options/insecure_serving.go: "BindPort ...
+        # overrides the structs above on ApplyTo, ignored on ApplyToFromLoadedConfig";
+        # kubernetes/kubernetes#109900 "kube-scheduler: disabling insecure port does not work
+        # (1.21)" shows --port=0 with a config still "Serving healthz insecurely on [::]:10251").
         # No-op since 1.23: "Kube-scheduler: the --port and --address flags have no effect and
-        # would be removed in v1.24" (CHANGELOG-1.23, kubernetes/kubernetes#96345); the 1.23
+        # would be removed in v1.24. The insecure port flags --port may only be set to 0 now."
+        # (CHANGELOG-1.23, kubernetes/kubernetes#96345); the 1.23
         # cmd/kube-scheduler/app/options/deprecated.go registers them via
         # addDummyInsecureFlags ("TODO: remove these insecure flags in v1.24").
+        # REMOVED in 1.24: "Removed kube-scheduler insecure flags. You can use --bind-address
+        # and --secure-port instead." (CHANGELOG-1.24, kubernetes/kubernetes#106865).
         "--port": ("1.20", "1.23"),
+        "--address": ("1.20", "1.23"),
         # Deprecated (ignored when --config is given) but still registered
         # (cmd/kube-scheduler/app/options/deprecated.go).
         "--profiling": ("1.20", None),
@@ -422,6 +438,23 @@ KUBELET_CONFIG_FIELDS_SINCE: dict[str, str] = {
     # mode"); the config field came with it (kubernetes/website:content/en/docs/reference/
     # config-api/kubelet-config.v1beta1.md: "failCgroupV1 bool ... Default: false").
     "failCgroupV1": "1.31",
+}
+
+# KubeSchedulerConfiguration fields (in the apiVersion CONFIG_API names for the minor) ->
+# (first, last) minor, as in FLAGS.
+SCHEDULER_CONFIG_FIELDS: dict[str, tuple[str, str | None]] = {
+    # The scheduler's insecure (plain HTTP, unauthenticated) healthz and metrics listener.
+    # kubescheduler.config.k8s.io/v1beta1 (1.20, 1.21) and v1beta2 (1.22) have both fields,
+    # "defaulting to 0.0.0.0:10251" (staging/src/k8s.io/kube-scheduler/config/v1beta1/types.go
+    # of 1.20.2; the 1.22-era v1beta2/types.go). Defaulting replaces an empty or unparsable
+    # value by 0.0.0.0:10251 (pkg/scheduler/apis/config/v1beta1/defaults.go) and validation
+    # refuses port 0 (IsValidSocketAddr -> IsValidPortNum, 1..65535), so the config cannot turn
+    # the listener off, only bind it to 127.0.0.1. Gone in 1.23: "metricsBindAddress and
+    # healthzBindAddress fields from kubescheduler.config.k8s.io/v1beta1 are no-op and expected
+    # to be empty. Removed in kubescheduler.config.k8s.io/v1beta2 completely." (CHANGELOG-1.23,
+    # kubernetes/kubernetes#96345); hardway renders v1beta3 for 1.23 and v1 from 1.25.
+    "healthzBindAddress": ("1.20", "1.22"),
+    "metricsBindAddress": ("1.20", "1.22"),
 }
 
 # KubeletConfiguration defaults that changed within the covered minors:

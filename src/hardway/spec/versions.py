@@ -54,6 +54,11 @@ def kubelet_field(minor: str, field: str) -> bool:
     return since is None or parse_minor(minor) >= parse_minor(since)
 
 
+def scheduler_field(minor: str, field: str) -> bool:
+    """Whether the KubeSchedulerConfiguration hardway renders for `minor` has `field`."""
+    return _within(minor, *catalogue.SCHEDULER_CONFIG_FIELDS[field])
+
+
 def kubelet_default(minor: str, field: str) -> object | None:
     """KubeletConfiguration's default for `field` in `minor` (None: no such field there)."""
     value = None
