@@ -21,7 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
-from .spec import versions
 from .spec.model import APISERVER_PORT, ClusterSpec, LoadBalancerMode, Node, Role
 
 
@@ -82,11 +81,6 @@ PORTS: tuple[Port, ...] = (
          "healthz and metrics over HTTPS", (TCP,), 10257, Bind.loopback, Access.loopback, "controller"),
     Port("kube-scheduler", "kube-scheduler.service", "kube-scheduler",
          "healthz and metrics over HTTPS", (TCP,), 10259, Bind.loopback, Access.loopback, "controller"),
-    # 1.20-1.22 only: the scheduler's config cannot turn its plain-HTTP port off, only bind it
-    # (catalogue.SCHEDULER_CONFIG_FIELDS). The controller manager's twin (10252) is off: --port=0.
-    Port("kube-scheduler-insecure", "kube-scheduler.service", "kube-scheduler",
-         "healthz and metrics over plain HTTP (Kubernetes 1.20-1.22)", (TCP,), 10251, Bind.loopback,
-         Access.loopback, "controller with a scheduler insecure port"),
     Port("haproxy", "haproxy.service", "haproxy",
          "the API through the load balancer (TCP, passed through to the apiservers)",
          (TCP,), API_PORT, Bind.any, Access.tls_client_auth, "load balancer", probe="/api"),
@@ -122,8 +116,6 @@ def runs_load_balancer(spec: ClusterSpec, node: Node) -> bool:
 
 _RUNS_ON: dict[str, Callable[[ClusterSpec, Node], bool]] = {
     "controller": lambda spec, node: node.has(Role.controller),
-    "controller with a scheduler insecure port": lambda spec, node: (
-        node.has(Role.controller) and versions.scheduler_field(spec.minor, "healthzBindAddress")),
     "worker": lambda spec, node: node.has(Role.worker),
     "load balancer": runs_load_balancer,
     "every node": lambda spec, node: True,

@@ -126,7 +126,8 @@ def test_controller_manager_1_3_x(single):
 def test_scheduler_1_4_x(single):
     f = flags(single, "kube-scheduler")
     assert f["--profiling"] == "false"  # 1.4.1
-    assert config(single, "/etc/kubernetes/kube-scheduler.yaml")["enableProfiling"] is False
+    if "--config" in f:  # from 1.23 the scheduler runs from its config file, which must agree
+        assert config(single, f["--config"])["enableProfiling"] is False
     assert f["--bind-address"] == "127.0.0.1"  # 1.4.2
 
 

@@ -95,14 +95,17 @@ def test_no_insecure_port_in_any_minor(minor):
         else:
             assert "--port" not in f
         assert f["--bind-address"] == "127.0.0.1"
-    # With --config the scheduler ignores --port: its config binds the plain-HTTP port, and
-    # in 1.20-1.22 only to loopback.
-    sched = config(c, "/etc/kubernetes/kube-scheduler.yaml")
-    for field in ("healthzBindAddress", "metricsBindAddress"):
-        if versions.scheduler_field(minor, field):
-            assert sched[field] == "127.0.0.1:10251", minor
-        else:
-            assert field not in sched, minor
+    # A config file would keep 1.20-1.22's plain-HTTP port open whatever --port says: those
+    # minors run the scheduler from flags (--port=0 then holds), the later ones from the config.
+    sched = unit_flags(c, "kube-scheduler")
+    has_config = "/etc/kubernetes/kube-scheduler.yaml" in c.files
+    if versions.scheduler_field(minor, "healthzBindAddress"):
+        assert not has_config and "--config" not in sched, minor
+        assert sched["--kubeconfig"] == "/etc/kubernetes/scheduler.conf" and sched["--leader-elect"] == "true"
+    else:
+        assert has_config and sched["--config"] == "/etc/kubernetes/kube-scheduler.yaml", minor
+        cfg = config(c, "/etc/kubernetes/kube-scheduler.yaml")
+        assert not {"healthzBindAddress", "metricsBindAddress"} & set(cfg), minor
     kubelet = config(cb.nodes["worker-0"], "/var/lib/kubelet/config.yaml")
     assert kubelet["readOnlyPort"] == 0
 
@@ -146,7 +149,7 @@ def test_a_changed_row_changes_what_is_rendered(monkeypatch):
         "kubelet": dict(port=11250), "kubelet-healthz": dict(port=11248),
         "kube-proxy-healthz": dict(port=11256, bind=Bind.node), "kube-proxy-metrics": dict(port=11249),
         "kube-controller-manager": dict(port=11257), "kube-scheduler": dict(port=11259),
-        "kube-scheduler-insecure": dict(port=11251), "etcd-client": dict(bind=Bind.any),
+        "etcd-client": dict(bind=Bind.any),
     }
     for key, change in moved.items():
         monkeypatch.setitem(ports.BY_KEY, key, dataclasses.replace(ports.BY_KEY[key], **change))
@@ -158,7 +161,6 @@ def test_a_changed_row_changes_what_is_rendered(monkeypatch):
     assert (p["healthzBindAddress"], p["metricsBindAddress"]) == ("10.240.0.10:11256", "127.0.0.1:11249")
     assert unit_flags(n, "kube-controller-manager")["--secure-port"] == "11257"
     assert unit_flags(n, "kube-scheduler")["--secure-port"] == "11259"
-    assert config(n, "/etc/kubernetes/kube-scheduler.yaml")["healthzBindAddress"] == "127.0.0.1:11251"
     assert unit_flags(n, "etcd")["--listen-client-urls"] == "https://0.0.0.0:2379"
 
 
@@ -171,7 +173,6 @@ tcp   LISTEN 0      4096     10.240.78.10:2379       0.0.0.0:*    users:(("etcd"
 tcp   LISTEN 0      128           0.0.0.0:22         0.0.0.0:*    users:(("sshd",pid=88,fd=3))
 tcp   LISTEN 0      4096        127.0.0.1:10257      0.0.0.0:*    users:(("kube-controller",pid=530,fd=7))
 tcp   LISTEN 0      4096        127.0.0.1:10259      0.0.0.0:*    users:(("kube-scheduler",pid=531,fd=8))
-tcp   LISTEN 0      4096        127.0.0.1:10251      0.0.0.0:*    users:(("kube-scheduler",pid=531,fd=7))
 tcp   LISTEN 0      4096                *:6443             *:*    users:(("kube-apiserver",pid=501,fd=7))
 tcp   LISTEN 0      128              [::]:22            [::]:*    users:(("sshd",pid=88,fd=4))
 """
@@ -194,8 +195,8 @@ tcp   LISTEN 0      128              [::]:22            [::]:*    users:(("sshd"
 """
 
 # Kubernetes 1.20 as hardway rendered it before the insecure ports were turned off (the demo).
-CONTROLLER_BEFORE = CONTROLLER.replace(
-    "127.0.0.1:10251      0.0.0.0:* ", "        *:10251            *:* ") + """\
+CONTROLLER_BEFORE = CONTROLLER + """\
+tcp   LISTEN 0      4096                *:10251            *:*    users:(("kube-scheduler",pid=531,fd=7))
 tcp   LISTEN 0      4096                *:10252            *:*    users:(("kube-controller",pid=530,fd=6))
 """
 
@@ -221,7 +222,7 @@ def test_the_demos_insecure_ports_are_reported():
     problems = check_listeners(spec, spec.node("controller-0"), CONTROLLER_BEFORE)
     assert len(problems) == 2, problems
     scheduler, manager = problems
-    assert "tcp *:10251 (kube-scheduler)" in scheduler and "127.0.0.1:10251 only" in scheduler
+    assert "tcp *:10251 (kube-scheduler)" in scheduler and "not in the ports table" in scheduler
     assert "tcp *:10252 (kube-controller)" in manager and "not in the ports table" in manager
 
 

@@ -147,10 +147,8 @@ def test_flags_follow_the_catalogue():
     assert "--insecure-port=0" in api_old and "--insecure-port" not in api_new
     sched = {m: yaml.safe_load(render("basic", f"{m}.0").nodes["controller-0"]
                                .files["/etc/kubernetes/kube-scheduler.yaml"].content.decode().split("---\n", 1)[1])["apiVersion"]
-             for m in ("1.20", "1.22", "1.23", "1.25", "1.35")}
-    assert sched == {
-        "1.20": "kubescheduler.config.k8s.io/v1beta1",
-        "1.22": "kubescheduler.config.k8s.io/v1beta2",
+             for m in ("1.23", "1.25", "1.35")}
+    assert sched == {  # 1.20-1.22 run the scheduler from flags (no plain-HTTP port then)
         "1.23": "kubescheduler.config.k8s.io/v1beta3",
         "1.25": "kubescheduler.config.k8s.io/v1",
         "1.35": "kubescheduler.config.k8s.io/v1",

@@ -112,41 +112,46 @@ def controller_manager_flags(spec: ClusterSpec) -> list[str]:
     ])
 
 
+def scheduler_uses_config(minor: str) -> bool:
+    """Whether the scheduler runs from a KubeSchedulerConfiguration file. Not in 1.20-1.22:
+    there a config file keeps the plain-HTTP healthz/metrics port (10251) open whatever
+    --port says, and cannot turn it off (catalogue.SCHEDULER_CONFIG_FIELDS); started from flags
+    with --port=0 the scheduler serves only its authenticated secure port, as kubeadm of those
+    minors runs it."""
+    return not versions.scheduler_field(minor, "healthzBindAddress")
+
+
 def scheduler_flags(spec: ClusterSpec) -> list[str]:
     m = spec.minor
     c = "kube-scheduler"
+    if scheduler_uses_config(m):
+        source = [("--config", SCHEDULER_CONFIG)]
+    else:  # what the config file would say, as flags
+        source = [("--kubeconfig", SCHEDULER_CONF), ("--leader-elect", True)]
     return flags(c, m, [
-        ("--config", SCHEDULER_CONFIG),
+        *source,
         ("--bind-address", ports.address(c)),
         ("--secure-port", ports.port(c)),
-        # The insecure port off where the flag exists (1.20-1.23). With --config it takes effect
-        # only in 1.23 (a no-op there); in 1.20-1.22 the config's healthzBindAddress decides
-        # (scheduler_config).
+        # The insecure port off where the flag exists (1.20-1.23; with --config, 1.23, it is a
+        # no-op that accepts only 0).
         *optional(c, m, "--port", 0),
         ("--authentication-kubeconfig", SCHEDULER_CONF),
         ("--authorization-kubeconfig", SCHEDULER_CONF),
-        # Ignored when --config is given (the config says enableProfiling: false); kept
-        # where it exists because CIS 1.4.1 looks for it on the command line.
+        # With --config the config says enableProfiling: false; kept where the flag exists
+        # because CIS 1.4.1 looks for it on the command line.
         *optional(c, m, "--profiling", False),
         ("--v", 2),
     ])
 
 
 def scheduler_config(spec: ClusterSpec) -> dict:
-    cfg: dict = {
+    return {
         "apiVersion": versions.config_api(spec.minor, "KubeSchedulerConfiguration"),
         "kind": "KubeSchedulerConfiguration",
         "clientConnection": {"kubeconfig": SCHEDULER_CONF},
         "leaderElection": {"leaderElect": True},
         "enableProfiling": False,
     }
-    # 1.20-1.22 serve plain HTTP (healthz, metrics) on these, 0.0.0.0:10251 by default, and
-    # ignore --port when a config is given. The config cannot turn them off (port 0 is refused),
-    # so they are bound to loopback.
-    for field in ("healthzBindAddress", "metricsBindAddress"):
-        if versions.scheduler_field(spec.minor, field):
-            cfg[field] = ports.host_port("kube-scheduler-insecure")
-    return cfg
 
 
 def render_control_plane(
@@ -167,7 +172,10 @@ def render_control_plane(
     bundle.add(File(AUDIT_POLICY, audit_policy(spec)))
     bundle.add(File(CONTROLLER_MANAGER_CONF, kubeconfigs["kube-controller-manager"], SECRET))
     bundle.add(File(SCHEDULER_CONF, kubeconfigs["kube-scheduler"], SECRET))
-    bundle.add(File(SCHEDULER_CONFIG, yaml_file(scheduler_config(spec))))
+    scheduler_files = (SCHEDULER_CONF,)
+    if scheduler_uses_config(spec.minor):
+        bundle.add(File(SCHEDULER_CONFIG, yaml_file(scheduler_config(spec))))
+        scheduler_files += (SCHEDULER_CONFIG,)
     shared = (f"{PKI}/ca.crt", f"{PKI}/front-proxy-ca.crt")
 
     bundle.add_unit(
@@ -191,7 +199,7 @@ def render_control_plane(
     )
     bundle.add_unit(
         Unit("kube-scheduler.service", Phase.control_plane,
-             restart_on=(SCHEDULER_CONF, SCHEDULER_CONFIG, *shared)),
+             restart_on=(*scheduler_files, *shared)),
         systemd_unit(
             "Kubernetes scheduler (hardway)",
             [f"{BIN}/kube-scheduler", *scheduler_flags(spec)],
