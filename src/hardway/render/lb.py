@@ -5,11 +5,14 @@ from __future__ import annotations
 import shlex
 
 from ..material import Material
+from ..pki.profiles import openssl_anchor
 from ..spec.model import APISERVER_PORT, ClusterSpec, LoadBalancerMode, Node
 from .bundle import Bundle, File, Phase, Unit
 from .common import SECRET, header, template
 
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
+# The anchor HAProxy's OpenSSL verifies each apiserver against: the cluster CA, or in the root
+# layout its self-signed twin (pki/profiles.py: OpenSSL needs a self-signed anchor).
 HAPROXY_CA = "/etc/haproxy/kubernetes-ca.crt"
 HAPROXY_CRT = "/etc/haproxy/healthcheck.pem"
 KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
@@ -30,7 +33,7 @@ def haproxy_cfg(spec: ClusterSpec, bind: str) -> str:
 
 def _haproxy(spec: ClusterSpec, material: Material, bundle: Bundle, bind: str) -> None:
     bundle.add(File(HAPROXY_CFG, haproxy_cfg(spec, bind).encode()))
-    bundle.add(File(HAPROXY_CA, material.cert("ca")))
+    bundle.add(File(HAPROXY_CA, material.cert(openssl_anchor(spec))))
     bundle.add(File(HAPROXY_CRT, material.cert("healthcheck") + material.key("healthcheck"), SECRET))
     bundle.packages.append("haproxy")
     bundle.units.append(
@@ -70,6 +73,10 @@ def check_script(spec: ClusterSpec) -> str:
     return (
         "#!/bin/sh\n" + header() +
         "# Healthy when the local apiserver answers /readyz to an authenticated request.\n"
+        # The same anchor as HAProxy's (a twin in the root layout). curl would also take the
+        # intermediate itself: it accepts partial chains by default since 7.68
+        # (CURLSSLOPT_NO_PARTIALCHAIN turns that off; bookworm has 7.88), but the twin works
+        # with any curl.
         "exec " + shlex.join(["/usr/bin/curl", "--silent", "--fail", "--max-time", "2", "--cacert", HAPROXY_CA,
                               "--cert", HAPROXY_CRT, f"https://127.0.0.1:{APISERVER_PORT}/readyz", "-o", "/dev/null"])
         + "\n"
