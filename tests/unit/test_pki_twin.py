@@ -76,6 +76,7 @@ def test_haproxy_trusts_the_twin_in_the_root_layout_and_ca_in_the_flat_one(tmp_p
         ensure_material(cd, spec)
         bundle = render_cluster(spec, load_material(cd, spec)).nodes["lb-0"]
         assert bundle.files[HAPROXY_CA].content == cd.cert(anchor).read_bytes()
+        assert "socat" in bundle.packages  # `up` names it when missing: the stats are read with it
         keys = [f.content for f in bundle.files.values() if b"PRIVATE KEY" in f.content]
         assert keys and not any(cd.key("ca").read_bytes() in k for k in keys), "the CA key on the lb node"
 
