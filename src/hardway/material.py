@@ -99,7 +99,8 @@ def load_material(cd: ClusterDir, spec: ClusterSpec) -> Material:
 
     for profile in certificate_plan(spec):
         certs[profile.name] = read(cd.cert(profile.name))
-        keys[profile.name] = read(cd.key(profile.name))
+        if not profile.twin_of:  # a twin's key is its CA's
+            keys[profile.name] = read(cd.key(profile.name))
     keys[SERVICE_ACCOUNT] = read(cd.key(SERVICE_ACCOUNT))
     sa_pub = read(cd.pki / f"{SERVICE_ACCOUNT}.pub")
     secrets, problems = read_secrets(cd, spec)

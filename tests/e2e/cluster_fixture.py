@@ -22,6 +22,7 @@ from pathlib import Path
 from hardway import api
 from hardway import lab as hwlab
 from hardway.clusterdir import ClusterDir
+from hardway.deploy.lbstats import View, show_stat_command, view_from
 from hardway.deploy.up import kubectl
 from hardway.errors import OperationError
 from hardway.spec.load import load_spec
@@ -73,6 +74,22 @@ class LabCluster:
                 seen, since = now, time.monotonic()
         return seen
 
+    def haproxy_view(self, node: str) -> View:
+        """HAProxy's own view of the apiservers on `node`, read as `up` and `verify` read it."""
+        p = self.run(node, show_stat_command(), timeout=30)
+        assert p.returncode == 0, f"{node}: {show_stat_command()} exited {p.returncode}: {p.stderr}"
+        return view_from(node, p.stdout, [n.name for n in self.spec.controllers])
+
+    def until_haproxy_says(self, node: str, server: str, prefix: str, limit: float = 30) -> float:
+        """Seconds until HAProxy on `node` says `server` is `prefix...` ("" for UP)."""
+        t = time.monotonic()
+        while True:
+            said = self.haproxy_view(node).servers[server]
+            if said.startswith(prefix) if prefix else said == "":
+                return time.monotonic() - t
+            assert time.monotonic() - t < limit, f"HAProxy on {node} after {limit} s: {said!r}"
+            time.sleep(0.2)
+
     def write_until_ok(self, name: str, limit: float = 60) -> float:
         """Seconds until `kubectl create configmap NAME` through the LB/VIP succeeds."""
         t = time.monotonic()
@@ -93,23 +110,30 @@ def hw(directory: Path, *args: str, timeout: float = 600) -> subprocess.Complete
                           capture_output=True, text=True, timeout=timeout)
 
 
-def write_spec(directory: Path, preset: str, name: str, octet: int, mirror: Path) -> ClusterSpec:
+def write_spec(directory: Path, preset: str, name: str, octet: int, mirror: Path,
+               edits: dict[str, str] | None = None) -> ClusterSpec:
+    """The preset's cluster.yaml for a lab, with `edits` (a line's text -> its replacement;
+    each must match exactly once, so a preset that changes cannot skip one silently)."""
     api.init(directory, preset, mirror=str(mirror), name=name, force=True, lab=True)
     path = directory / "cluster.yaml"
     text = path.read_text().replace("10.240.0.", f"10.240.{octet}.")
     text = re.sub(r"\{name: ([a-z0-9-]+),", lambda m: f"{{name: {name}-{m.group(1)},", text)
+    for old, new in (edits or {}).items():
+        assert text.count(old) == 1, f"{old!r} occurs {text.count(old)} times in the {preset} preset"
+        text = text.replace(old, new)
     path.write_text(text)
     return load_spec(path).spec
 
 
 @contextmanager
-def lab_cluster(directory: Path, preset: str, name: str, octet: int, mirror: Path) -> Iterator[LabCluster]:
+def lab_cluster(directory: Path, preset: str, name: str, octet: int, mirror: Path,
+                edits: dict[str, str] | None = None) -> Iterator[LabCluster]:
     missing = missing_prerequisites()
     require(not missing, "a hardway lab needs: " + "; ".join(missing))
     directory.mkdir(parents=True, exist_ok=True)
     if (directory / "lab" / "state.json").exists():
         hwlab.destroy(directory, log)
-    spec = write_spec(directory, preset, name, octet, mirror)
+    spec = write_spec(directory, preset, name, octet, mirror, edits)
     try:
         hwlab.up(directory, log)
         yield LabCluster(directory, spec)

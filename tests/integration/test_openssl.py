@@ -49,8 +49,9 @@ def test_openssl_verifies_every_certificate_against_its_ca(tmp_path, layout, key
             r = openssl("verify", "-x509_strict", *extra, *args, str(cd.cert(profile.name)))
             assert r.returncode == 0 and ": OK" in r.stdout, (profile.name, purpose, r.stdout, r.stderr)
             checked += 1
-        # The key on disk is the certificate's: openssl derives the same public key from both.
-        pub_from_key = openssl("pkey", "-in", str(cd.key(profile.name)), "-pubout").stdout
+        # The key on disk is the certificate's: openssl derives the same public key from both
+        # (a twin's key is its CA's).
+        pub_from_key = openssl("pkey", "-in", str(cd.key(profile.key_name)), "-pubout").stdout
         pub_from_cert = openssl("x509", "-in", str(cd.cert(profile.name)), "-noout", "-pubkey").stdout
         assert pub_from_key and pub_from_key == pub_from_cert, profile.name
     assert checked > len(plan)
@@ -85,3 +86,30 @@ def test_certificate_from_a_foreign_ca_fails_both_openssl_and_pki_check(tmp_path
     assert r.returncode != 0
     problems = inspect.check(cd, spec)
     assert any(p.startswith("apiserver: not signed by kubernetes-ca") for p in problems), problems
+
+
+@pytest.mark.parametrize("key_type", ["ecdsa-p256", "rsa-2048", "ed25519"])
+def test_the_twin_anchors_exactly_what_the_cluster_ca_signs(tmp_path, key_type):
+    """Root layout: HAProxy's OpenSSL needs a self-signed anchor. The intermediate `ca` is none;
+    the root would also accept the etcd domain (an etcd-ca certificate presented with etcd-ca);
+    ca's self-signed twin accepts what ca signs and nothing else."""
+    spec = make_spec("ha", edit=lambda d: d["pki"].update(layout="root", keyType=key_type))
+    cd = ClusterDir(tmp_path)
+    ensure_material(cd, spec)
+    twin, ca, etcd_ca = str(cd.cert("ca-anchor")), str(cd.cert("ca")), str(cd.cert("etcd-ca"))
+    apiserver, etcd_server = str(cd.cert("apiserver")), str(cd.cert("etcd-server-controller-0"))
+
+    def verify(*args: str) -> subprocess.CompletedProcess:
+        return openssl("verify", "-x509_strict", "-purpose", "sslserver", *args)
+
+    r = verify("-CAfile", twin, apiserver)
+    assert r.returncode == 0 and ": OK" in r.stdout, r.stdout + r.stderr
+    r = verify("-CAfile", twin, "-untrusted", ca, apiserver)  # a server that sends its chain
+    assert r.returncode == 0, r.stdout + r.stderr
+    # the etcd domain under the same root, with or without its intermediate: refused
+    assert verify("-CAfile", twin, "-untrusted", etcd_ca, etcd_server).returncode != 0
+    assert verify("-CAfile", twin, etcd_server).returncode != 0
+    # why neither of the other candidates will do
+    assert verify("-CAfile", ca, apiserver).returncode != 0, "OpenSSL took a non-self-signed anchor"
+    r = verify("-CAfile", str(cd.cert("root-ca")), "-untrusted", etcd_ca, etcd_server)
+    assert r.returncode == 0, "the root would let the etcd domain pass: " + r.stderr

@@ -2,7 +2,8 @@
 push -> activate, phase by phase across the cluster, each phase ending in a health wait.
 
 Phases (each parallel across its hosts): host settings -> etcd (every member healthy) ->
-control plane (every apiserver /readyz) -> load balancer (the API answers through it) ->
+control plane (every apiserver /readyz) -> load balancer (every apiserver UP in HAProxy's own
+view, and the API answering through it) ->
 cluster objects (RBAC, add-ons) -> workers (every kubelet registered) -> nodes Ready.
 """
 
@@ -27,14 +28,16 @@ from ..lock import cluster_lock
 from ..material import current_material
 from ..render import render_cluster
 from ..render.bundle import ClusterBundle, Phase
+from ..render.lb import HAPROXY_CA, HAPROXY_CRT, HAPROXY_TIMING
 from ..render.worker import kubelet_refuses_cgroup_v1
 from ..spec.load import load_spec
 from ..spec.model import APISERVER_PORT, ClusterSpec, Role
 from ..spec.presets import require_lab_profile
 from . import activate as act
+from . import lbstats
 from .desired import BACKUP_DIR, MANIFEST, Desired, desired_for, file_sha256
 from .facts import gather
-from .health import Api, apiserver_ready, etcd_health, identity, wait_for
+from .health import Api, Identity, apiserver_ready, etcd_health, identity, wait_for
 from .hostkeys import KnownHosts
 from .plan import Facts, HostPlan, describe, plan_for, summary
 from .push import push
@@ -371,6 +374,9 @@ async def _wait(s: Session, phase: str, what: str, probe, hosts: list[str], unit
         except TimeoutError as e:
             detail = await _journals(s, {h: units for h in hosts})
             raise PhaseFailed(f"phase {phase}: {e}\n{detail}".rstrip()) from None
+        except PhaseFailed as e:  # the probe saw the wait is hopeless
+            detail = await _journals(s, {h: units for h in hosts})
+            raise PhaseFailed(f"{e}\n{detail}".rstrip()) from None
     found = watching.result()  # raises what the watcher raised, if anything
     # only the journals of the units given up on: theirs say why
     raise PhaseFailed(f"phase {phase}: stopped waiting for {what}: {_said(found)}\n"
@@ -395,6 +401,39 @@ def _all(check: Callable[[str], tuple[bool, str]], hosts: list[str]):
         bad = [f"{h}: {d}" for h, (ok, d) in zip(hosts, results, strict=True) if not ok]
         return not bad, "; ".join(bad)[:400]
     return probe
+
+
+def _lb_probe(s: Session, haproxies: list[str], admin: Identity):
+    """A probe: every apiserver UP with a passing check in each HAProxy's own view (stats
+    socket), and /readyz answering through the LB address. A server HAProxy keeps DOWN for a
+    TLS failure ends the wait at once: its certificate will not start to verify by itself."""
+    spec = s.p.spec
+    servers = [n.name for n in spec.controllers]
+
+    async def probe() -> tuple[bool, str]:
+        views = await each_host(haproxies, lambda h: lbstats.backend_view(s.t[h], servers), s.opts.parallel)
+        hopeless = [f"{h}: " + v.servers[n] for h, v in views.items() for n in v.hopeless]
+        if hopeless:
+            raise PhaseFailed(
+                "phase load-balancer: HAProxy keeps these apiservers DOWN because TLS fails between them "
+                f"({lbstats.TLS_HOPELESS_S} s or more): " + "; ".join(hopeless) + ". HAProxy verifies each "
+                f"apiserver against {HAPROXY_CA} and authenticates with {HAPROXY_CRT}: check that they "
+                f"are the cluster's (`hardway pki check`), and the journal of haproxy.service")
+        bad = [f"{h}: {why}" for h, v in views.items() for why in v.problems]
+        ok, detail = await asyncio.to_thread(apiserver_ready, str(spec.api_host), spec.api_port, admin)
+        if not ok:
+            bad.append(f"the API at {spec.api_server_url}: {detail}")
+        return not bad, "; ".join(bad)
+    return probe
+
+
+def _lb_settle(s: Session) -> float:
+    """How long the load-balancer probe must hold. A (re)started HAProxy counts a server UP
+    after one good check: hold it for `rise` checks. VRRP elects (and may preempt) over a few
+    advert intervals after a (re)start: one good answer through the VIP is not yet the final
+    holder."""
+    return max(HAPROXY_TIMING.rise_s if s.plans_touch("haproxy.service") else 0,
+               VRRP_SETTLE if s.plans_touch("keepalived.service") else 0)
 
 
 def _manifests_yaml(p: Prepared) -> tuple[bytes, str]:
@@ -512,12 +551,11 @@ async def _up(s: Session, report: UpReport) -> None:
         with timed("load-balancer"):
             await _phase_hosts(s, Phase.load_balancer)
             lb_hosts = [n.name for n in spec.nodes if act.units_in(s.p.desired[n.name], Phase.load_balancer)]
-            await _wait(s, "load-balancer", f"the API through the load balancer at {spec.api_server_url}",
-                        _all(lambda h: apiserver_ready(h, spec.api_port, admin), [str(spec.api_host)]),
-                        lb_hosts, ["haproxy.service", "keepalived.service"],
-                        # VRRP elects (and may preempt) over a few advert intervals after a
-                        # (re)start: one good answer through the VIP is not yet the final holder.
-                        stable=VRRP_SETTLE if s.plans_touch("keepalived.service") else 0)
+            haproxies = [h for h in lb_hosts if "haproxy.service" in s.p.desired[h].unit_names]
+            await _wait(s, "load-balancer", f"every apiserver UP in HAProxy's view on {', '.join(haproxies)}, "
+                        f"and the API through the load balancer at {spec.api_server_url}",
+                        _lb_probe(s, haproxies, admin), lb_hosts, ["haproxy.service", "keepalived.service"],
+                        stable=_lb_settle(s))
             await _settled(s, Phase.load_balancer)
     with timed("cluster-objects"):
         report.manifests_applied = await _apply_manifests(s)

@@ -31,7 +31,8 @@ VARIANT = "minbase"
 # LAB.md 1, plus iputils-ping (ping between machines while debugging the lab network).
 # containerd, kubelet and kube-proxy need iptables, conntrack, socat (port-forward), kmod,
 # mount/nsenter (util-linux, in minbase) and procps; systemd + dbus + sshd make the machine.
-# haproxy, keepalived and curl (keepalived's apiserver check) serve the ha and ha-vip presets:
+# haproxy, keepalived and curl (keepalived's apiserver check) serve the ha and ha-vip presets
+# (socat also reads HAProxy's stats socket for `up` and `verify`):
 # machines have no route to a Debian mirror during `up` (LAB.md 17).
 PACKAGES = (
     "systemd", "systemd-sysv", "dbus", "openssh-server", "iproute2", "iptables",

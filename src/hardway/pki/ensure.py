@@ -23,7 +23,7 @@ from ..clusterdir import ClusterDir
 from ..errors import OperationError, UsageError
 from ..spec.model import ClusterSpec
 from . import store
-from .issue import PrivateKey, build_certificate, generate_key, key_type_of
+from .issue import PrivateKey, build_certificate, build_twin, generate_key, key_type_of
 from .profiles import ROOT_CA, SERVICE_ACCOUNT, CertProfile, certificate_plan
 from .verify import Difference, Why, differences
 
@@ -111,8 +111,10 @@ def ensure_pki(
     if sa_stale is not None:
         report.stale[SERVICE_ACCOUNT] = sa_stale
     # Only now, with every certificate built, does anything reach the disk.
+    twins = {p.name for p in plan if p.twin_of}
     for name, (cert, key) in run.new.items():
-        report.written += store.save_pair(cd, name, cert, key)
+        # A twin's key is its CA's, already on disk: never a second copy of a CA key.
+        report.written += store.save_cert(cd, name, cert) if name in twins else store.save_pair(cd, name, cert, key)
     report.written += store.save_keypair(cd, SERVICE_ACCOUNT, sa_key)
     return report
 
@@ -126,6 +128,8 @@ class _Run:
         self.found: dict[str, list[Difference]] = {}  # differences of what is kept
 
     def ensure(self, profile: CertProfile) -> None:
+        if profile.twin_of:
+            return self._twin(profile)
         cd, name = self.cd, profile.name
         cert = store.load_cert(cd.cert(name))
         key = store.load_key(cd.key(name))
@@ -179,6 +183,28 @@ class _Run:
         self.pairs[name] = self.new[name] = (cert_new, new_key)
         (self.report.reissued if cert is not None else self.report.created).append(name)
 
+    def _twin(self, profile: CertProfile) -> None:
+        """A CA's self-signed twin: made from the CA's certificate and key, so it may be
+        remade freely (`--reissue`), but only from a sound CA."""
+        cd, name, source = self.cd, profile.name, profile.twin_of
+        assert source is not None
+        cert = store.load_cert(cd.cert(name))
+        if source in self.found or source not in self.pairs:
+            if name in self.reissue:
+                raise UsageError(f"--reissue {name}: it is made from {source}, which is stale; fix {source} first")
+            self.found[name] = [Difference(Why.twin, f"not checked or made while {source} is stale")]
+            return
+        ca, key = self.pairs[source]
+        if cert is not None and name not in self.reissue:
+            reasons = differences(profile, cert, key, None, self.spec.pki.key_type, twin_of=ca)
+            if reasons:
+                self.found[name] = reasons
+            self.pairs[name] = (cert, key)
+            return
+        twin = build_twin(ca, key)
+        self.pairs[name] = self.new[name] = (twin, key)
+        (self.report.reissued if cert is not None else self.report.created).append(name)
+
     def advise(self, plan: list[CertProfile]) -> dict[str, Stale]:
         cd = self.cd
         by_name = {p.name: p for p in plan}
@@ -186,11 +212,11 @@ class _Run:
         for name, diffs in self.found.items():
             reasons = tuple(map(str, diffs))
             profile = by_name[name]
-            blocked = profile.issuer in self.found
+            blocked = profile.depends_on in self.found
             if blocked:
-                out[name] = Stale(name, reasons, f"fix {profile.issuer} first (above), then run "
+                out[name] = Stale(name, reasons, f"fix {profile.depends_on} first (above), then run "
                                   f"`{pki_init_command(cd)}` again")
-            elif profile.is_ca:
+            elif profile.is_ca and not profile.twin_of:
                 out[name] = Stale(name, reasons, self._ca_fix(profile, diffs, plan))
             else:
                 fix = f"`{reissue_command(cd, [name])}`"

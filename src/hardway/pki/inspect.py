@@ -60,7 +60,8 @@ def check(cd: ClusterDir, spec: ClusterSpec, days: int = 30, now: dt.datetime | 
     problems: list[str] = []
     loaded: dict[str, x509.Certificate] = {}
     for profile in certificate_plan(spec):
-        cert_path, key_path = cd.cert(profile.name), cd.key(profile.name)
+        # A twin's key is its CA's: judged (missing, mode) with the CA, compared here.
+        cert_path, key_path = cd.cert(profile.name), cd.key(profile.key_name)
         try:
             cert = store.load_cert(cert_path)
             key = store.load_key(key_path, validate=True)
@@ -71,14 +72,18 @@ def check(cd: ClusterDir, spec: ClusterSpec, days: int = 30, now: dt.datetime | 
             problems.append(f"{profile.name}: {cert_path} is missing (run `hardway pki init`)")
             continue
         loaded[profile.name] = cert
-        if key is None:
+        if key is None and not profile.twin_of:
             problems.append(f"{profile.name}: {key_path} is missing")
         issuer = loaded.get(profile.issuer) if profile.issuer else None
-        if profile.issuer and issuer is None:
-            problems.append(f"{profile.name}: its issuer {profile.issuer} is missing, chain unverifiable")
+        twin_of = loaded.get(profile.twin_of) if profile.twin_of else None
+        if profile.depends_on and (issuer or twin_of) is None:
+            what = "issuer" if profile.issuer else "CA (it is that CA's twin)"
+            problems.append(f"{profile.name}: its {what} {profile.depends_on} is missing, chain unverifiable")
         else:
-            for reason in differences(profile, cert, key, issuer, spec.pki.key_type):
+            for reason in differences(profile, cert, key, issuer, spec.pki.key_type, twin_of):
                 problems.append(f"{profile.name}: {reason}")
+        if profile.twin_of:
+            continue  # valid exactly as long as its CA (checked above): the CA's expiry says it all
         left = cert.not_valid_after_utc - now
         if left <= dt.timedelta(0):
             problems.append(f"{profile.name}: expired on {cert.not_valid_after_utc:%Y-%m-%d}")

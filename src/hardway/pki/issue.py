@@ -121,6 +121,27 @@ def build_certificate(
     return builder.sign(signing_key, _hash_for(signing_key))
 
 
+def build_twin(ca: x509.Certificate, key: PrivateKey) -> x509.Certificate:
+    """A self-signed twin of the CA `ca` (whose key is `key`): the same subject, public key
+    (hence SubjectKeyIdentifier), constraints and validity, signed by that key. Whatever `ca`
+    signs verifies against the twin as its anchor, and nothing else does: OpenSSL, which
+    insists on a self-signed anchor, then trusts exactly what a Go client trusting `ca` does."""
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(ca.subject)
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(ca.not_valid_before_utc)
+        .not_valid_after(ca.not_valid_after_utc)
+    )
+    # No AuthorityKeyIdentifier: self-issued, as build_certificate makes a self-signed CA.
+    for ext_type in (x509.SubjectKeyIdentifier, x509.BasicConstraints, x509.KeyUsage):
+        ext = ca.extensions.get_extension_for_class(ext_type)
+        builder = builder.add_extension(ext.value, critical=ext.critical)
+    return builder.sign(key, _hash_for(key))
+
+
 def _key_usage(cert_sign: bool, encipher: bool) -> x509.KeyUsage:
     return x509.KeyUsage(
         digital_signature=True,

@@ -48,10 +48,25 @@ class CertProfile:
     # Nodes whose bundle carries this certificate and its key.
     nodes: tuple[str, ...] = field(default=(), compare=False)
     origins: tuple[Origin, ...] = field(default=(), compare=False)
+    # A self-signed twin of that CA: its subject and its key (no key of its own), signed by that
+    # key, valid exactly as long. OpenSSL wants a self-signed trust anchor; the twin anchors
+    # exactly what that CA signs, as the CA itself does for Go clients (which accept a
+    # non-self-signed anchor).
+    twin_of: str | None = None
 
     @property
     def is_ca(self) -> bool:
         return self.usage is Usage.ca
+
+    @property
+    def key_name(self) -> str:
+        """The profile whose key file this certificate's key is (a twin has none of its own)."""
+        return self.twin_of or self.name
+
+    @property
+    def depends_on(self) -> str | None:
+        """What must be sound before this certificate can be: its issuer, or its twin's CA."""
+        return self.issuer or self.twin_of
 
     @property
     def sans(self) -> tuple[str, ...]:
@@ -60,6 +75,8 @@ class CertProfile:
 
 ROOT_CA = "root-ca"
 CA = "ca"
+CA_CN = "kubernetes-ca"
+CA_ANCHOR = "ca-anchor"  # the self-signed twin of `ca` (root layout, where HAProxy runs)
 ETCD_CA = "etcd-ca"
 FRONT_PROXY_CA = "front-proxy-ca"
 SERVICE_ACCOUNT = "sa"  # a key pair, not a certificate: see store.py
@@ -75,6 +92,10 @@ def certificate_plan(spec: ClusterSpec) -> list[CertProfile]:
     api_dns = _apiserver_dns(spec)
     root = spec.pki.layout == "root"
     ca_issuer = ROOT_CA if root else None
+    # The nodes that run HAProxy (and keepalived's check): they probe the apiservers.
+    lb_hosts = [spec.lb_node.name] if spec.lb_node else []
+    if spec.load_balancer.mode.value == "keepalived":
+        lb_hosts = list(controllers)
     plan: list[CertProfile] = []
     if root:
         cn = f"{spec.name}-root-ca"
@@ -84,13 +105,27 @@ def certificate_plan(spec: ClusterSpec) -> list[CertProfile]:
                         origins=(Origin(cn, ("name",), spec.name),))
         )
     plan += [
-        CertProfile(CA, ca_issuer, "kubernetes-ca", Usage.ca,
+        CertProfile(CA, ca_issuer, CA_CN, Usage.ca,
                     "cluster CA: signs component and user certificates; the controller manager signs CSRs with it",
                     nodes=tuple(controllers)),
         CertProfile(ETCD_CA, ca_issuer, "etcd-ca", Usage.ca,
                     "etcd CA: trusted only by etcd, so a Kubernetes client cert cannot talk to etcd"),
         CertProfile(FRONT_PROXY_CA, ca_issuer, "front-proxy-ca", Usage.ca,
                     "front-proxy CA: authenticates the apiserver to aggregated API servers"),
+    ]
+    if root and lb_hosts:
+        # HAProxy verifies each apiserver with OpenSSL, which accepts only a self-signed anchor
+        # (its `ca-file`): the intermediate `ca` is not one, and the root would also let a
+        # certificate of another domain (etcd-ca's, under the same root) pass. The twin has
+        # ca's subject and key, so exactly what `ca` signs chains to it. In the flat layout
+        # `ca` is self-signed already.
+        plan.append(
+            CertProfile(CA_ANCHOR, None, CA_CN, Usage.ca,
+                        "self-signed twin of ca (its subject and key, signed by that key): the anchor "
+                        "OpenSSL clients (HAProxy, keepalived's check) trust for what ca signs",
+                        nodes=tuple(lb_hosts), twin_of=CA)
+        )
+    plan += [
         CertProfile("apiserver", CA, "kube-apiserver", Usage.server,
                     "kube-apiserver serving certificate", dns_names=tuple(o.name for o in api_dns),
                     ips=_apiserver_ips(spec), nodes=tuple(controllers),
@@ -123,9 +158,6 @@ def certificate_plan(spec: ClusterSpec) -> list[CertProfile]:
                     "the operator's kubectl identity (system:masters: unrestricted)",
                     orgs=("system:masters",)),
     ]
-    lb_hosts = [spec.lb_node.name] if spec.lb_node else []
-    if spec.load_balancer.mode.value == "keepalived":
-        lb_hosts = list(controllers)
     if lb_hosts:
         plan.append(
             CertProfile("healthcheck", CA, "hardway:healthcheck", Usage.client,
@@ -194,3 +226,9 @@ def _apiserver_ips(spec: ClusterSpec) -> tuple[IP, ...]:
 
 def profiles_by_name(spec: ClusterSpec) -> dict[str, CertProfile]:
     return {p.name: p for p in certificate_plan(spec)}
+
+
+def openssl_anchor(spec: ClusterSpec, ca: str = CA) -> str:
+    """The certificate an OpenSSL client trusts for what `ca` signs: its self-signed twin when
+    the table has one (root layout), else `ca` itself (self-signed in the flat layout)."""
+    return next((p.name for p in certificate_plan(spec) if p.twin_of == ca), ca)

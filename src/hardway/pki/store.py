@@ -49,9 +49,12 @@ def save_pair(cd: ClusterDir, name: str, cert: x509.Certificate, key: PrivateKey
     # next run reissues, never a certificate whose key is gone.
     if write_atomic(cd.key(name), key_pem(key), KEY_MODE):
         written.append(cd.key(name))
-    if write_atomic(cd.cert(name), cert_pem(cert), CERT_MODE):
-        written.append(cd.cert(name))
-    return written
+    return written + save_cert(cd, name, cert)
+
+
+def save_cert(cd: ClusterDir, name: str, cert: x509.Certificate) -> list[Path]:
+    """A certificate whose key is another's (a CA's twin)."""
+    return [cd.cert(name)] if write_atomic(cd.cert(name), cert_pem(cert), CERT_MODE) else []
 
 
 def save_keypair(cd: ClusterDir, name: str, key: PrivateKey) -> list[Path]:

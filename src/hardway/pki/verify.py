@@ -51,6 +51,7 @@ class Why(str, Enum):
     key_type = "key type"
     key_mismatch = "key mismatch"
     issuer = "issuer"
+    twin = "twin"  # a twin no longer matches its CA
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,10 @@ def differences(
     key: PrivateKey | None,
     issuer: x509.Certificate | None,
     key_type: str,
+    twin_of: x509.Certificate | None = None,
 ) -> list[Difference]:
-    """Why `cert` no longer matches `profile` (empty: it matches)."""
+    """Why `cert` no longer matches `profile` (empty: it matches). For a twin (profile.twin_of),
+    `key` is its CA's key and `twin_of` its CA's certificate."""
     out: list[Difference] = []
     cn, orgs = names_of(cert)
     if cn != profile.cn:
@@ -96,6 +99,32 @@ def differences(
         out.append(Difference(Why.issuer, f"not signed by {who} of {profile.issuer or profile.name}.crt "
                               f"(it names {cert.issuer.rfc4514_string()} as issuer, but the signature "
                               "does not verify)"))
+    if twin_of is not None:
+        out += _twin_differences(profile, cert, twin_of)
+    return out
+
+
+def _twin_differences(profile: CertProfile, cert: x509.Certificate, ca: x509.Certificate) -> list[Difference]:
+    """A twin must be its CA's subject, key and validity: otherwise it anchors something else
+    (or for another time) than what the CA signs."""
+    source = f"{profile.twin_of}.crt"
+    out = []
+    if cert.subject != ca.subject:
+        out.append(Difference(Why.twin, f"subject is {cert.subject.rfc4514_string()!r}, {source}'s is "
+                              f"{ca.subject.rfc4514_string()!r}"))
+    if public_pem(cert.public_key()) != public_pem(ca.public_key()):  # type: ignore[arg-type]
+        out.append(Difference(Why.twin, f"its public key is not {source}'s"))
+    have = (cert.not_valid_before_utc, cert.not_valid_after_utc)
+    want = (ca.not_valid_before_utc, ca.not_valid_after_utc)
+    if have != want:
+        out.append(Difference(Why.twin, f"valid {have[0]:%Y-%m-%d %H:%M} to {have[1]:%Y-%m-%d %H:%M}, "
+                              f"{source} {want[0]:%Y-%m-%d %H:%M} to {want[1]:%Y-%m-%d %H:%M}"))
+    try:
+        ca_flag = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        ca_flag = False
+    if not ca_flag:
+        out.append(Difference(Why.twin, "not a CA certificate (BasicConstraints CA:TRUE missing)"))
     return out
 
 

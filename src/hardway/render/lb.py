@@ -3,18 +3,70 @@
 from __future__ import annotations
 
 import shlex
+from dataclasses import dataclass
 
 from .. import ports
 from ..material import Material
+from ..pki.profiles import openssl_anchor
 from ..spec.model import APISERVER_PORT, ClusterSpec, LoadBalancerMode, Node
 from .bundle import Bundle, File, Phase, Unit
 from .common import SECRET, header, template
 
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
+# The anchor HAProxy's OpenSSL verifies each apiserver against: the cluster CA, or in the root
+# layout its self-signed twin (pki/profiles.py: OpenSSL needs a self-signed anchor).
 HAPROXY_CA = "/etc/haproxy/kubernetes-ca.crt"
 HAPROXY_CRT = "/etc/haproxy/healthcheck.pem"
+# Read-only stats (`show stat`); Debian's haproxy package makes /run/haproxy (tmpfiles.d).
+HAPROXY_STATS_SOCKET = "/run/haproxy/stats.sock"
+HAPROXY_BACKEND = "kube-apiserver"  # the backend of haproxy.cfg.j2 whose servers are the apiservers
 KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
 CHECK_SCRIPT = "/etc/keepalived/check_apiserver.sh"
+
+
+@dataclass(frozen=True)
+class HaproxyTiming:
+    """How fast HAProxy gives up on a connection and on an apiserver (haproxy.cfg.j2 explains
+    each). Times in ms; `up` and `verify` read the same numbers (rise: how long a backend must
+    stay UP)."""
+
+    connect_ms: int = 1000
+    retries: int = 3
+    inter_ms: int = 1000
+    fastinter_ms: int = 250
+    check_ms: int = 2000  # after the connection: a slow but live apiserver has this long to answer
+    fall: int = 2
+    rise: int = 2
+
+    @property
+    def first_failure_ms(self) -> int:
+        """A dead apiserver's next check starts within `inter` and times out connecting."""
+        return self.inter_ms + self.connect_ms
+
+    @property
+    def down_ms(self) -> int:
+        """Worst case from death to DOWN: the first failure, then `fall - 1` more checks at
+        `fastinter`, each timing out connecting."""
+        return self.first_failure_ms + (self.fall - 1) * (self.fastinter_ms + self.connect_ms)
+
+    @property
+    def rise_s(self) -> float:
+        """How long `rise` good checks in a row take: what `up` holds every backend UP for."""
+        return self.rise * self.inter_ms / 1000
+
+    def words(self) -> dict[str, str | int]:
+        ms = {"connect": self.connect_ms, "inter": self.inter_ms, "fastinter": self.fastinter_ms,
+              "check": self.check_ms, "first_failure": self.first_failure_ms, "down": self.down_ms}
+        return {**{k: _duration(v) for k, v in ms.items()}, "retries": self.retries, "fall": self.fall,
+                "rise": self.rise}
+
+
+def _duration(ms: int) -> str:
+    """HAProxy's time syntax: `1s`, `250ms`."""
+    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
+
+
+HAPROXY_TIMING = HaproxyTiming()
 
 
 def haproxy_cfg(spec: ClusterSpec, bind: str) -> str:
@@ -26,14 +78,17 @@ def haproxy_cfg(spec: ClusterSpec, bind: str) -> str:
         backends=[(n.name, n.address) for n in spec.controllers],
         ca=HAPROXY_CA,
         crt=HAPROXY_CRT,
+        stats_socket=HAPROXY_STATS_SOCKET,
+        t=HAPROXY_TIMING.words(),
     )
 
 
 def _haproxy(spec: ClusterSpec, material: Material, bundle: Bundle, bind: str) -> None:
     bundle.add(File(HAPROXY_CFG, haproxy_cfg(spec, bind).encode()))
-    bundle.add(File(HAPROXY_CA, material.cert("ca")))
+    bundle.add(File(HAPROXY_CA, material.cert(openssl_anchor(spec))))
     bundle.add(File(HAPROXY_CRT, material.cert("healthcheck") + material.key("healthcheck"), SECRET))
-    bundle.packages.append("haproxy")
+    # socat: `up` and `verify` read HAProxy's stats socket with it (deploy/lbstats.py).
+    bundle.packages += ["haproxy", "socat"]
     bundle.units.append(
         Unit("haproxy.service", Phase.load_balancer, restart_on=(HAPROXY_CFG, HAPROXY_CA, HAPROXY_CRT))
     )
@@ -71,6 +126,10 @@ def check_script(spec: ClusterSpec) -> str:
     return (
         "#!/bin/sh\n" + header() +
         "# Healthy when the local apiserver answers /readyz to an authenticated request.\n"
+        # The same anchor as HAProxy's (a twin in the root layout). curl would also take the
+        # intermediate itself: it accepts partial chains by default since 7.68
+        # (CURLSSLOPT_NO_PARTIALCHAIN turns that off; bookworm has 7.88), but the twin works
+        # with any curl.
         "exec " + shlex.join(["/usr/bin/curl", "--silent", "--fail", "--max-time", "2", "--cacert", HAPROXY_CA,
                               "--cert", HAPROXY_CRT, f"https://127.0.0.1:{APISERVER_PORT}/readyz", "-o", "/dev/null"])
         + "\n"

@@ -1,9 +1,16 @@
 """`hardway verify`: is the cluster healthy, degraded (still serving, something down) or broken?
 
 Checked: every etcd member's /health, every apiserver's /readyz (and the API through the load
-balancer where there is one), every hardway unit on every host (over SSH), every node Ready.
+balancer where there is one), every hardway unit on every host (over SSH), each HAProxy's own
+view of every apiserver (its stats socket), every node Ready.
 Broken: no etcd quorum, the API unreachable at its advertised address, or no node Ready.
-Degraded: anything else short of everything healthy (a member, an apiserver, a unit, a node).
+Degraded: anything else short of everything healthy (a member, an apiserver, a unit, a
+backend HAProxy holds DOWN, a node).
+
+"LB answering via another backend" is not "LB down": the probe through the load balancer is
+tried a few times with short timeouts (a connection HAProxy sent to an apiserver that just
+died is retried on another after its connect timeout), and HAProxy's view names each backend
+it holds DOWN, with its reason: degraded, not broken.
 """
 
 from __future__ import annotations
@@ -16,7 +23,9 @@ from pathlib import Path
 
 from ..clusterdir import ClusterDir
 from ..deploy.activate import unit_states
-from ..deploy.health import Api, apiserver_ready, etcd_health, identity
+from ..deploy.health import Api, Identity, apiserver_ready, etcd_health, identity, wait_for
+from ..deploy.lbstats import backend_view
+from ..deploy.transport import Transport
 from ..deploy.up import Options, connect_all, each_host
 from ..errors import OperationError
 from ..material import load_material
@@ -72,9 +81,10 @@ def classify(etcd_ok: int, etcd_total: int, api_reachable: bool, nodes_ready: in
 
 async def unit_checks(spec: ClusterSpec, cd: ClusterDir, units: dict[str, list[str]], opts: Options,
                       add: Callable[[Check], None], progress: Callable[[str], None] = lambda _m: None) -> None:
-    """Every host's units, each host on a connection of its own (an unreachable host is
-    reported, the others are still checked), at most `opts.parallel` connections open at once:
-    each is closed before the next host's is opened."""
+    """Every host's units, and on a host running HAProxy its view of every apiserver; each
+    host on a connection of its own (an unreachable host is reported, the others are still
+    checked), at most `opts.parallel` connections open at once: each is closed before the next
+    host's is opened."""
     async def one(name: str) -> None:
         try:
             t = (await connect_all(spec, cd, [name], opts, progress))[name]
@@ -83,6 +93,8 @@ async def unit_checks(spec: ClusterSpec, cd: ClusterDir, units: dict[str, list[s
             return
         try:
             states = await unit_states(t, units[name])
+            if "haproxy.service" in units[name]:
+                await haproxy_checks(t, [n.name for n in spec.controllers], add)
         except OperationError as e:
             add(Check(f"{name}: units", False, str(e).splitlines()[0]))
             return
@@ -92,6 +104,34 @@ async def unit_checks(spec: ClusterSpec, cd: ClusterDir, units: dict[str, list[s
             add(Check(f"{name}: {unit}", state == "active", "" if state == "active" else state))
 
     await each_host(list(units), one, opts.parallel)
+
+
+async def haproxy_checks(t: Transport, servers: list[str], add: Callable[[Check], None]) -> None:
+    """One check per apiserver in the HAProxy on `t`'s node: UP, or DOWN with HAProxy's reason."""
+    view = await backend_view(t, servers)
+    if view.error:
+        add(Check(f"{t.node}: HAProxy's view of the apiservers", False, view.error))
+        return
+    for server, why in view.servers.items():
+        add(Check(f"{t.node}: HAProxy backend {server}", not why, why))
+
+
+LB_TIMEOUT = 3.0  # per try: HAProxy redispatches a connect that fails after 1 s (render/lb.py)
+LB_PATIENCE = 6.0  # 2 to 3 tries before the API is called unreachable (broken)
+LB_PAUSE = 1.0
+
+
+def api_through_lb(spec: ClusterSpec, ident: Identity) -> tuple[bool, str]:
+    """/readyz through the load balancer, tried again for LB_PATIENCE seconds: one connection
+    that met an apiserver dying under it is not the LB down. The last failure when none answers."""
+    async def probe() -> tuple[bool, str]:
+        return await asyncio.to_thread(apiserver_ready, str(spec.api_host), spec.api_port, ident, LB_TIMEOUT)
+
+    try:
+        asyncio.run(wait_for("an answer", probe, LB_PATIENCE, lambda _m: None, interval=LB_PAUSE))
+    except TimeoutError as e:
+        return False, str(e)
+    return True, ""
 
 
 def verify(directory: str | Path = ".", progress: Callable[[str], None] = lambda _m: None,
@@ -111,9 +151,11 @@ def verify(directory: str | Path = ".", progress: Callable[[str], None] = lambda
         add(Check(f"etcd member {n.name}", ok, "" if ok else detail))
         ok, detail = apiserver_ready(str(n.address), APISERVER_PORT, admin)
         add(Check(f"kube-apiserver {n.name} /readyz", ok, "" if ok else detail))
-    api_ok, detail = apiserver_ready(str(spec.api_host), spec.api_port, admin)
     if spec.load_balancer.mode.value != "none":
-        add(Check(f"API through the load balancer ({spec.api_server_url})", api_ok, "" if api_ok else detail))
+        api_ok, detail = api_through_lb(spec, admin)
+        add(Check(f"API through the load balancer ({spec.api_server_url})", api_ok, detail))
+    else:
+        api_ok, _ = apiserver_ready(str(spec.api_host), spec.api_port, admin)
     progress(f"etcd: {etcd_ok} of {len(spec.controllers)} member(s) healthy")
 
     asyncio.run(unit_checks(spec, cd, {name: [u.name for u in b.units] for name, b in cluster.nodes.items()},
