@@ -92,32 +92,34 @@ def up(directory: str | Path = ".", progress=lambda _m: None, timeout: float = 3
        parallel: int = 16, local: tuple[str, ...] = (), adopt: bool = False):
     """Bring the cluster up, or up to date: idempotent (deploy/up.py). A file on a host that
     hardway does not own and would change is refused, unless `adopt` (its original is kept)."""
-    from .deploy.up import Options, up as _up
+    from .deploy.hosts import Options
+    from .deploy.up import up as _up
     return _up(directory, progress, Options(timeout, parallel, local, adopt))
 
 
 def diff(directory: str | Path = ".", progress=lambda _m: None, parallel: int = 16,
          local: tuple[str, ...] = ()):
     """Per host, what `up` would change (deploy.plan.HostPlan); changes nothing."""
-    from .deploy.up import Options, diff as _diff
+    from .deploy.hosts import Options
+    from .deploy.up import diff as _diff
     return _diff(directory, progress, Options(parallel=parallel, local=local))
 
 
 def verify(directory: str | Path = ".", progress=lambda _m: None, local: tuple[str, ...] = (),
            parallel: int = 16):
-    from .deploy.up import Options
+    from .deploy.hosts import Options
     from .verify.health import verify as _verify
     return _verify(directory, progress, Options(parallel=parallel, local=local))
 
 
 def smoke(directory: str | Path = ".", progress=lambda _m: None, local: tuple[str, ...] = ()):
-    from .deploy.up import Options
+    from .deploy.hosts import Options
     from .verify.smoke import smoke as _smoke
     return _smoke(directory, progress, Options(local=local))
 
 
 def conformance(directory: str | Path = ".", progress=lambda _m: None, copts=None, local: tuple[str, ...] = ()):
     """Kubernetes' conformance tests against the cluster (verify/conformance.py)."""
-    from .deploy.up import Options
+    from .deploy.hosts import Options
     from .verify.conformance import conformance as _conformance
     return _conformance(directory, progress, copts, Options(local=local))

@@ -23,7 +23,7 @@ from hardway import api
 from hardway import lab as hwlab
 from hardway.clusterdir import ClusterDir
 from hardway.deploy.lbstats import View, show_stat_command, view_from
-from hardway.deploy.up import kubectl
+from hardway.kubectl import kubectl
 from hardway.errors import OperationError
 from hardway.spec.load import load_spec
 from hardway.spec.model import ClusterSpec

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from hardway.clusterdir import ClusterDir
-from hardway.deploy.up import kubectl
+from hardway.kubectl import kubectl
 from hardway.material import load_material
 from hardway.render import render_cluster
 from hardway.verify.conformance import parse_junit

@@ -21,7 +21,7 @@ import pytest
 from hardway import api
 from hardway.clusterdir import ClusterDir
 from hardway.deploy.desired import MANIFEST, PENDING
-from hardway.deploy.up import Options, connect_all
+from hardway.deploy.hosts import Options, connect_all
 from hardway.errors import OperationError
 from hardway.spec.load import load_spec
 from tests.e2e.cluster_fixture import hw, lab_cluster, log
@@ -239,7 +239,7 @@ def test_host_keys_are_pinned(cluster):
     spec = load_spec(c.dir / "cluster.yaml").spec  # with the lab's ssh key, set by `lab up`
 
     async def connect_and_close():
-        ts = await connect_all(spec, ClusterDir(c.dir), names, Options())
+        ts = await connect_all(spec, ClusterDir(c.dir), names, Options(), log)
         for t in ts.values():
             await t.close()
 

@@ -24,6 +24,7 @@ from hardway.cli import main as cli_main
 from hardway.deploy import facts as facts_mod
 from hardway.deploy import health as deploy_health
 from hardway.deploy import transport
+from hardway.deploy import hosts as deploy_hosts
 from hardway.deploy import up as deploy_up
 from hardway.deploy.plan import Facts, FileFact
 from hardway.deploy.transport import Result
@@ -76,7 +77,7 @@ def converged_hosts(monkeypatch) -> None:
                      active_units=frozenset(d.unit_names), sysctls=dict(d.bundle.sysctls),
                      modules={m: True for m in d.bundle.modules}, packages=frozenset(d.bundle.packages))
 
-    monkeypatch.setattr(deploy_up, "connect_ssh", connect)
+    monkeypatch.setattr(deploy_hosts, "connect_ssh", connect)
     monkeypatch.setattr(deploy_up, "gather", gather)
     monkeypatch.setattr(deploy_up, "etcd_health", lambda *_a, **_k: (True, "ok"))
     monkeypatch.setattr(deploy_up, "apiserver_ready", lambda *_a, **_k: (True, "ok"))

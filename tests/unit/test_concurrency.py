@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from hardway.deploy import up as deploy_up
-from hardway.deploy.up import Options, connect_all, each_host
+from hardway.clusterdir import ClusterDir
+from hardway.deploy import hosts
+from hardway.deploy.hosts import Options, connect_all, each_host
 from hardway.errors import OperationError, UsageError
 from hardway.lock import LOCK_FILE, cluster_lock
 from hardway.verify import health
@@ -89,9 +90,9 @@ def test_a_failed_connection_closes_the_ones_already_open(monkeypatch, tmp_path)
             await asyncio.sleep(30)  # still connecting when worker-1 fails
         return t
 
-    monkeypatch.setattr(deploy_up, "connect_ssh", fake_connect)
+    monkeypatch.setattr(hosts, "connect_ssh", fake_connect)
     with pytest.raises(OperationError, match="worker-1"):
-        asyncio.run(connect_all(spec, deploy_up.ClusterDir(tmp_path), [n.name for n in spec.nodes], Options()))
+        asyncio.run(connect_all(spec, ClusterDir(tmp_path), [n.name for n in spec.nodes], Options(), print))
     assert opened["controller-0"].closed
 
 
@@ -135,7 +136,7 @@ def test_verify_keeps_to_parallel_and_closes_every_connection(monkeypatch, tmp_p
     monkeypatch.setattr(health, "unit_states", fake_states)
     checks: list[health.Check] = []
     units = {n.name: ["a.service"] for n in spec.nodes}
-    asyncio.run(health.unit_checks(spec, deploy_up.ClusterDir(tmp_path), units, Options(parallel=2), checks.append))
+    asyncio.run(health.unit_checks(spec, ClusterDir(tmp_path), units, Options(parallel=2), checks.append))
     assert most == 2, most
     assert set(opened) == set(units) - {"worker-1"} and all(t.closed for t in opened.values())
     assert [c.name for c in checks if not c.ok] == ["worker-1: SSH"]

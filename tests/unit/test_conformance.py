@@ -206,3 +206,36 @@ def test_readme_lists_every_test_image_with_what_it_lacks():
     for img in CONFORMANCE_IMAGES["1.20"]:
         row = f"| `{img.ref}` | {img.lacks or 'faithful: the same recipe as upstream'} |"
         assert row in readme, f"README's conformance table lacks (or misstates) {img.ref}"
+
+
+def test_verdicts_combine_to_the_most_severe_exit_code():
+    from hardway.verify.health import worst_exit
+    assert worst_exit(0) == 0 and worst_exit() == 0
+    assert worst_exit(0, 3) == 3 and worst_exit(3, 0) == 3
+    assert worst_exit(1, 3) == 1 and worst_exit(3, 1) == 1  # a smoke failure is not "degraded"
+    assert worst_exit(3, 3, 0) == 3 and worst_exit(0, 1) == 1
+
+
+def test_a_new_build_stage_never_writes_into_the_cached_entry(tmp_path):
+    out = tmp_path / "entry"
+    (out / "bin").mkdir(parents=True)
+    (out / "bin" / "kubelet").write_text("server stage")
+    (out / "files").mkdir()
+    (out / "files" / "pause.c").write_text("old pause")
+    (out / "build.json").write_text("old")
+    keep = {p: p.stat().st_ino for p in (out / "bin" / "kubelet", out / "files" / "pause.c")}
+    old_inode = (out / "build.json").stat().st_ino
+    reader = open(out / "files" / "pause.c")  # a reader of the old entry, mid-build
+    new_src = tmp_path / "src"
+    new_src.mkdir()
+    (new_src / "e2e.test").write_text("test stage")
+    (new_src / "pause.c").write_text("new pause")
+    debian.replace_entry(out, {"bin/e2e.test": (new_src / "e2e.test", 0o755),
+                               "files/pause.c": (new_src / "pause.c", 0o644)}, {"build.json": b"new"})
+    assert reader.read() == "old pause", "the old entry was written through a hard link"
+    assert (out / "bin" / "kubelet").read_text() == "server stage"
+    assert (out / "bin" / "kubelet").stat().st_ino == keep[next(iter(keep))]  # linked, not copied
+    assert (out / "bin" / "e2e.test").read_text() == "test stage" and (out / "bin" / "e2e.test").stat().st_mode & 0o111
+    assert (out / "files" / "pause.c").read_text() == "new pause"
+    assert (out / "build.json").read_text() == "new" and (out / "build.json").stat().st_ino != old_inode
+    assert not (tmp_path / "entry.tmp").exists() and not (tmp_path / "entry.old").exists()

@@ -267,7 +267,8 @@ def test_up_refuses_before_pushing_anything_unless_adopting(tmp_path):
     import asyncio
     from types import SimpleNamespace
 
-    from hardway.deploy.up import Options, UpReport, _up
+    from hardway.deploy.hosts import Options
+    from hardway.deploy.up import UpReport, _up
 
     d = worker(tmp_path)
     plans = {"worker-0": plan_for(d, host_with(CONTAINERD, THEIRS))}

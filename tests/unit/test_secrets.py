@@ -17,7 +17,7 @@ from hardway import api
 from hardway.cluster_secrets import VRRP_LENGTH
 from hardway.clusterdir import ClusterDir
 from hardway.deploy.hostkeys import fingerprint
-from hardway.deploy.up import Options, connect_all
+from hardway.deploy.hosts import Options, connect_all
 from hardway.material import ensure_material
 from tests.helpers import require
 from tests.specs import make_spec

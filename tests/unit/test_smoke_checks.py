@@ -47,3 +47,46 @@ def test_kubectl_output_that_is_not_json_is_an_operation_error(tmp_path):
     from hardway.clusterdir import ClusterDir
     with pytest.raises(OperationError, match="printed no JSON"):
         Kube(ClusterDir(tmp_path)).json("get", "pods")
+
+
+# A stand-in for the cluster's kubectl: canned answers for what smoke() asks, by argument.
+FAKE_KUBECTL = r'''#!/usr/bin/env python3
+import json, sys, time
+a = sys.argv[3:]  # after --kubeconfig FILE
+pod = lambda name, node, ip: {"metadata": {"name": name}, "spec": {"nodeName": node},
+                               "status": {"podIP": ip, "phase": "Running"}}
+if "port-forward" in a:
+    print("Forwarding from 127.0.0.1:40123 -> 8080", flush=True)
+    time.sleep(30)
+elif a[-2:] == ["-o", "json"] and "app=web" in a:
+    print(json.dumps({"items": [pod("web-a", "worker-0", "10.200.20.5"), pod("web-b", "worker-1", "10.200.21.5")]}))
+elif "service" in a:
+    print(json.dumps({"spec": {"ports": [{"nodePort": 30080}], "clusterIP": "10.32.0.99"}}))
+elif "deployment" in a and "coredns" in a:
+    print(json.dumps({"status": {"readyReplicas": 2}}))
+elif "logs" in a:
+    print("hardway-smoke-web-started")
+elif "exec" in a and "hostname" in a:
+    print("web-a")
+elif "exec" in a and "wget" in a:
+    print("<h1>hardway web 1.0</h1>")
+'''
+
+
+def test_smoke_runs_every_verdict_on_a_working_cluster(tmp_path, monkeypatch):
+    from hardway import api
+    from hardway.verify import smoke as smoke_mod
+
+    api.init(tmp_path, preset="basic")
+    kubectl = tmp_path / "bin" / "kubectl"
+    kubectl.parent.mkdir()
+    kubectl.write_text(FAKE_KUBECTL)
+    kubectl.chmod(0o755)
+    (tmp_path / "kubeconfigs").mkdir()
+    (tmp_path / "kubeconfigs" / "admin.kubeconfig").write_text("")
+    monkeypatch.setattr(smoke_mod, "_secret_in_etcd", lambda *_a: b"k8s:enc:aescbc:v1:key1:\x8f\x02")
+    monkeypatch.setattr(smoke_mod, "http_get", lambda url, timeout=5: "<h1>hardway web 1.0</h1>")
+    report = smoke_mod.smoke(tmp_path, timeout=5)
+    outcomes = {r.name: (r.outcome, r.detail) for r in report.results}
+    assert all(o == "pass" for o, _ in outcomes.values()), outcomes
+    assert len(outcomes) == 9 and report.ok

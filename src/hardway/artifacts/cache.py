@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -15,6 +16,12 @@ def cache_dir() -> Path:
     if env:
         return Path(env).expanduser().absolute()
     return Path.home() / ".cache" / "hardway"
+
+
+def cache_key(inputs: object, length: int = 12) -> str:
+    """A short digest of `inputs` (anything JSON can write): the name of a cache entry made
+    from exactly those inputs, so a changed input makes a new entry instead of reusing an old one."""
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:length]
 
 
 _DIGESTS: dict[tuple[str, int, int, int], str] = {}

@@ -8,14 +8,12 @@ Only Debian's archive is contacted (through apt); nothing here talks to an upstr
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
@@ -23,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..hostcheck import need
+from ..proc import run, run_logged
 from ..errors import OperationError, UsageError
-from .cache import cache_dir
+from .cache import cache_dir, cache_key
 from .layout import KUBERNETES_BINARIES
 
 Progress = Callable[[str], None]
@@ -47,19 +46,6 @@ DEB_SRC_HINT = (
     "    Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
     "then run `apt-get update`"
 )
-
-
-def _run(cmd: Sequence[str | Path], what: str, cwd: Path | None = None,
-         env: dict[str, str] | None = None) -> str:
-    try:
-        p = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True)
-    except FileNotFoundError:
-        need(str(cmd[0]))
-        raise
-    if p.returncode != 0:
-        tail = "\n".join((p.stderr or p.stdout).strip().splitlines()[-15:])
-        raise OperationError(f"{what} failed (exit {p.returncode}): {' '.join(map(str, cmd))}\n{tail}")
-    return p.stdout
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,7 +142,7 @@ def download_debs(debs: dict[str, AptFile]) -> dict[str, Path]:
     need("apt-get")
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         os.chmod(tmp, 0o755)  # apt's _apt sandbox user must be able to write here
-        _run(["apt-get", "download", "-q", *(f"{p}={deb_version(d)}" for p, d in sorted(missing.items()))],
+        run(["apt-get", "download", "-q", *(f"{p}={deb_version(d)}" for p, d in sorted(missing.items()))],
              f"downloading Debian package(s) {', '.join(sorted(missing))}", cwd=Path(tmp))
         for p, d in missing.items():
             got = Path(tmp) / d.filename
@@ -182,7 +168,7 @@ def unpacked_package(package: str, progress: Progress = _quiet, deb: AptFile | N
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}."))
     try:
-        _run(["dpkg-deb", "-x", deb_path, staging], f"unpacking {deb_path.name}")
+        run(["dpkg-deb", "-x", deb_path, staging], f"unpacking {deb_path.name}")
         (staging / ".complete").write_text(json.dumps({"package": package, "version": version, "deb": deb.filename}))
         os.chmod(staging, 0o755)
         if (root / ".complete").exists():  # another process won the race
@@ -240,7 +226,7 @@ def package_closure(packages: Sequence[str]) -> list[str]:
     todo = list(dict.fromkeys(packages))
     while todo:
         seen.update(todo)
-        text = _run(["apt-cache", "depends", "--no-recommends", "--no-suggests", "--no-conflicts",
+        text = run(["apt-cache", "depends", "--no-recommends", "--no-suggests", "--no-conflicts",
                      "--no-breaks", "--no-replaces", "--no-enhances", *todo], "apt-cache depends")
         deps = parse_depends(text)
         todo = sorted({d for pkg in todo for d in deps.get(pkg, [])} - seen)
@@ -250,6 +236,11 @@ def package_closure(packages: Sequence[str]) -> list[str]:
 # Not needed in an image: documentation, manual pages, translations.
 ROOTFS_SKIP = ("usr/share/doc/", "usr/share/man/", "usr/share/info/", "usr/share/locale/",
                "usr/share/lintian/", "usr/share/bug/", "usr/share/bash-completion/")
+
+
+def package_versions(packages: Sequence[str]) -> dict[str, str]:
+    """package -> Debian version of `packages` and everything they depend on (apt, no download)."""
+    return {p: deb_version(d) for p, d in binary_packages(*package_closure(packages)).items()}
 
 
 def package_rootfs(packages: Sequence[str], progress: Progress = _quiet) -> tuple[list[Path], dict[str, str]]:
@@ -355,10 +346,9 @@ def _fix_packages(progress: Progress) -> dict[str, tuple[Path, str]]:
 
 def build_key(source: str, fix_versions: dict[str, str]) -> str:
     """The cache key of a build: the Debian source, the Debian packages patched in, the format."""
-    blob = json.dumps({"source": source, "format": BUILD_FORMAT,
-                       "fixes": [[f.module, f.broken, f.version, f.package, fix_versions[f.package]]
-                                 for f in VENDOR_FIXES]}, sort_keys=True)
-    return f"{source}--{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+    return source + "--" + cache_key({
+        "source": source, "format": BUILD_FORMAT,
+        "fixes": [[f.module, f.broken, f.version, f.package, fix_versions[f.package]] for f in VENDOR_FIXES]})
 
 
 def kubernetes_build_dir(key: str) -> Path:
@@ -432,6 +422,34 @@ def apply_vendor_fixes(src: Path, fixes: dict[str, tuple[Path, str]]) -> dict[st
     return done
 
 
+def replace_entry(out: Path, files: dict[str, tuple[Path, int]], data: dict[str, bytes]) -> None:
+    """Swap in a new cache entry at `out`: what `out` held, plus `files` (relative path ->
+    (source, mode)) and `data` (relative path -> bytes). The old entry's files are hard-linked,
+    not copied (hundreds of MB), and every new file is a new inode: nothing is written through a
+    link into the entry still in use, and a run killed half-way leaves the old entry whole."""
+    staging = out.with_name(out.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    if out.exists():
+        shutil.copytree(out, staging, copy_function=os.link)
+    for rel, (source, mode) in files.items():
+        dest = staging / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.unlink(missing_ok=True)
+        shutil.copy2(source, dest)
+        os.chmod(dest, mode)
+    for rel, content in data.items():
+        dest = staging / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.unlink(missing_ok=True)
+        dest.write_bytes(content)
+    old = out.with_name(out.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        os.replace(out, old)
+    os.replace(staging, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def _build_kubernetes_locked(source: str, out: Path, fixes: dict[str, tuple[Path, str]],
                              stages: list[str], progress: Progress) -> KubernetesBuild:
     version = upstream_version(source)
@@ -451,7 +469,7 @@ def _build_kubernetes_locked(source: str, out: Path, fixes: dict[str, tuple[Path
     os.chmod(work, 0o755)  # apt's _apt sandbox user reads and writes here
     if not (work / ".extracted").exists():
         progress(f"fetching Debian source package kubernetes {source} (about 35 MB)")
-        _run(["apt-get", "source", "-q", f"kubernetes={source}"], "apt-get source kubernetes", cwd=work)
+        run(["apt-get", "source", "-q", f"kubernetes={source}"], "apt-get source kubernetes", cwd=work)
         (work / ".extracted").touch()
     srcdirs = [d for d in work.iterdir() if d.is_dir() and (d / "debian" / "rules").exists()]
     if not srcdirs:
@@ -485,58 +503,27 @@ def _build_kubernetes_locked(source: str, out: Path, fixes: dict[str, tuple[Path
     progress(f"building Kubernetes {version} ({' + '.join(todo)}: {', '.join(targets)}) from Debian "
              f"source {source} (takes ~{sum(minutes[s] for s in todo)} min on 2 cores; log: {log})...")
     started = time.monotonic()
-    with open(log, "ab") as logf:
-        proc = subprocess.Popen(["make", f"WHAT={' '.join(targets.values())}"], cwd=src, env=env,
-                                stdout=logf, stderr=subprocess.STDOUT)
-        done = threading.Event()
-
-        def heartbeat() -> None:
-            while not done.wait(60):
-                progress(f"  still building Kubernetes ({int(time.monotonic() - started)} s)...")
-
-        t = threading.Thread(target=heartbeat, daemon=True)
-        t.start()
-        try:
-            rc = proc.wait()
-        except BaseException:
-            proc.terminate()
-            proc.wait()
-            raise
-        finally:
-            done.set()
+    rc = run_logged(["make", f"WHAT={' '.join(targets.values())}"], log, "building Kubernetes", progress,
+                    cwd=src, env=env, append=True)
     if rc != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
         raise OperationError(f"building Kubernetes failed (make exit {rc}); full log: {log}\n{tail}")
     built = src / "_output" / "bin"
     # The new cache entry: what was there, plus this run's binaries; swapped in atomically.
-    staging = out.with_name(out.name + ".tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    if out.exists():
-        shutil.copytree(out, staging, copy_function=os.link)
-    (staging / "bin").mkdir(parents=True, exist_ok=True)
     for b in targets:
         if not (built / b).exists():
             raise OperationError(f"the Kubernetes build produced no {b} in {built}; log: {log}")
-        shutil.copy2(built / b, staging / "bin" / b)
-        os.chmod(staging / "bin" / b, 0o755)
-    for rel in TEST_FILES:
-        dest = staging / "files" / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src / rel, dest)
-    go_version = _run(["go", "version"], "go version", env=env).strip()
+    go_version = run(["go", "version"], "go version", env=env).strip()
     seconds = dict(record.get("seconds", {}))
     seconds[" + ".join(todo)] = round(time.monotonic() - started)
-    (staging / "build.json").write_text(json.dumps({
+    meta_text = json.dumps({
         "source": source, "version": version, "format": BUILD_FORMAT,
         "binaries": sorted({*record.get("binaries", []), *targets}),
         "fixes": applied, "go": go_version, "seconds": seconds,
-    }, indent=2) + "\n")
-    old = out.with_name(out.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        os.replace(out, old)
-    os.replace(staging, out)
-    shutil.rmtree(old, ignore_errors=True)
+    }, indent=2) + "\n"
+    replace_entry(out, {**{f"bin/{b}": (built / b, 0o755) for b in targets},
+                        **{f"files/{rel}": (src / rel, 0o644) for rel in TEST_FILES}},
+                  {"build.json": meta_text.encode()})
     progress(f"built Kubernetes {version} ({' + '.join(todo)}) in {int(time.monotonic() - started)} s; cached in {out}")
     if all(all((out / "bin" / b).exists() for b in STAGES[s]) for s in STAGES):
         shutil.rmtree(work, ignore_errors=True)  # every stage built: the work tree is done with

@@ -41,6 +41,7 @@ from . import layout
 from .cache import cache_dir, sha256_file
 from .debian import Progress, _quiet
 from .layout import ChecksumFormatError, Download
+from ..lock import cluster_lock
 from .lock import ArtifactLock
 
 TIMEOUT = 60  # seconds without progress on one connection
@@ -385,9 +386,13 @@ def fetch_for_cluster(spec, downloads: Iterable[Download], base_dir: Path, progr
     """`downloads` for the cluster of `spec` (in `base_dir`): from `mirror` or its
     spec.artifacts.mirror, each digest held to its pins and to DIR/artifacts.lock."""
     source = Source(mirror if mirror is not None else spec.artifacts.mirror, base_dir)
-    lock = ArtifactLock.load(ClusterDir.at(base_dir).artifacts_lock, update_lock)
-    progress(f"fetching from {source.describe()}")
-    return fetch(downloads, source, store, progress, lock, spec.artifacts.digests)
+    # DIR/artifacts.lock is read, extended and written back whole: one writer at a time (the
+    # cluster lock is re-entrant, so `up`, which holds it already, goes straight on).
+    Path(base_dir).mkdir(parents=True, exist_ok=True)  # where artifacts.lock is written
+    with cluster_lock(base_dir, "artifacts fetch"):
+        lock = ArtifactLock.load(ClusterDir.at(base_dir).artifacts_lock, update_lock)
+        progress(f"fetching from {source.describe()}")
+        return fetch(downloads, source, store, progress, lock, spec.artifacts.digests)
 
 
 def fetch_for_spec(spec, base_dir: Path | None = None, progress: Progress = _quiet,

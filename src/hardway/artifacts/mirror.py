@@ -29,9 +29,10 @@ from pathlib import Path
 from ..errors import OperationError, UsageError
 from ..spec.versions import default as default_version
 from . import layout
+from ..proc import run
 from .cache import cache_dir, sha256_file
 from .debian import (
-    KubernetesBuild, Progress, _quiet, _run, binary_packages, build_kubernetes, need, unpacked_package,
+    KubernetesBuild, Progress, _quiet, binary_packages, build_kubernetes, need, unpacked_package,
     upstream_version,
 )
 from . import testimages
@@ -338,9 +339,9 @@ def _pause_binary(kb: KubernetesBuild, result: MirrorResult, progress: Progress)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".pause.tmp.{os.getpid()}")
     try:
-        _run(["gcc", "-Os", "-Wall", "-Werror", "-static", f"-DVERSION=v{PAUSE_TAG}-hardway",
+        run(["gcc", "-Os", "-Wall", "-Werror", "-static", f"-DVERSION=v{PAUSE_TAG}-hardway",
               "-o", tmp, kb.pause_c], "compiling pause.c (needs gcc and libc6-dev: apt-get install build-essential)")
-        _run(["strip", tmp], "strip pause (apt-get install binutils)")
+        run(["strip", tmp], "strip pause (apt-get install binutils)")
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -18,16 +18,15 @@ Recipes:
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import OperationError
-from .debian import ROOTFS_SKIP, KubernetesBuild, Progress, _quiet, package_rootfs
+from ..fsio import write_atomic
+from ..proc import run
+from .cache import cache_key
+from .debian import ROOTFS_SKIP, KubernetesBuild, Progress, _quiet, package_rootfs, package_versions
 from .oci import ImageFile, directory, image_tar, symlink, tree_files
 
 # Bump when a recipe's output would change for the same inputs.
@@ -86,6 +85,8 @@ CONFORMANCE_IMAGES: dict[str, tuple[TestImage, ...]] = {
 # Debian packages on the agnhost stand-in: what upstream's Dockerfile adds to Alpine
 # (`apk add bind-tools curl netcat-openbsd iproute2 iperf bash`), by Debian's names.
 AGNHOST_PACKAGES = ("bash", "curl", "bind9-dnsutils", "iproute2", "iperf", "netcat-openbsd")
+# What Debian's etcd (dynamically linked against glibc) needs to run.
+ETCD_PACKAGES = ("libc6",)
 # Links Debian makes with update-alternatives at install time (not in the packages).
 AGNHOST_ALTERNATIVES = {"bin/nc": "nc.openbsd", "usr/bin/awk": "gawk"}
 
@@ -110,13 +111,8 @@ class Inputs:
 
 def busybox_applets(busybox: Path) -> list[str]:
     """Where the upstream busybox image puts each applet (`busybox --list-full`: bin/sh, ...)."""
-    try:
-        p = subprocess.run([str(busybox), "--list-full"], capture_output=True, text=True, timeout=30)
-    except OSError as e:
-        raise OperationError(f"cannot run {busybox} --list-full: {e}") from None
-    if p.returncode != 0:
-        raise OperationError(f"{busybox} --list-full exited {p.returncode}: {p.stderr.strip()}")
-    return [line.strip() for line in p.stdout.splitlines() if line.strip() and line.strip() != "bin/busybox"]
+    out = run([busybox, "--list-full"], f"listing the applets of {busybox}", timeout=30)
+    return [line.strip() for line in out.splitlines() if line.strip() and line.strip() != "bin/busybox"]
 
 
 def _base(busybox: Path, applets: list[str]) -> dict[str, ImageFile]:
@@ -173,7 +169,7 @@ def _recipes(inp: Inputs, progress: Progress) -> dict[str, Callable[[], dict]]:
         return {"files": files, "entrypoint": ["/agnhost"], "cmd": ["test-webserver"]}
 
     def etcd() -> dict:
-        roots, _ = package_rootfs(("libc6",), progress)
+        roots, _ = package_rootfs(ETCD_PACKAGES, progress)
         files = tree_files(roots, ROOTFS_SKIP)
         for path, f in _base(inp.busybox, applets).items():
             files.setdefault(path, f)
@@ -206,11 +202,17 @@ def _recipes(inp: Inputs, progress: Progress) -> dict[str, Callable[[], dict]]:
 
 
 def images_key(minor: str, inp: Inputs, extra: dict[str, str]) -> str:
-    """Cache key of a minor's image set: the recipes' format and every input's identity."""
-    blob = json.dumps({"format": RECIPE_FORMAT, "minor": minor, "kubernetes": inp.kb.root.name,
-                       "images": [(i.ref, i.recipe) for i in CONFORMANCE_IMAGES[minor]], **extra},
-                      sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    """Cache key of a minor's image set: the recipes' format, the Kubernetes build, the Debian
+    versions of every package an image is made from, and `extra` (digests of other inputs)."""
+    return cache_key({"format": RECIPE_FORMAT, "minor": minor, "kubernetes": inp.kb.root.name,
+                      "images": [(i.ref, i.recipe) for i in CONFORMANCE_IMAGES[minor]],
+                      "packages": rootfs_versions(), **extra})
+
+
+def rootfs_versions() -> dict[str, str]:
+    """package -> Debian version of everything the images' userlands are unpacked from (apt's
+    answer, no download)."""
+    return package_versions([*AGNHOST_PACKAGES, *ETCD_PACKAGES])
 
 
 def build_images(minor: str, inp: Inputs, out_dir: Path, progress: Progress = _quiet) -> dict[str, Path]:
@@ -231,9 +233,7 @@ def build_images(minor: str, inp: Inputs, out_dir: Path, progress: Progress = _q
         r = recipes[img.recipe]()
         data = image_tar(img.ref, r["files"], r["entrypoint"], r["cmd"] or None, env=[PATH_ENV],
                          user=r.get("user"))
-        tmp = dest.with_name(f".{dest.name}.tmp.{os.getpid()}")
-        tmp.write_bytes(data)
-        os.replace(tmp, dest)
+        write_atomic(dest, data, 0o644)
     return paths
 
 

@@ -92,6 +92,7 @@ def verify(directory: Path, smoke: bool, conformance: bool, focus: str | None, s
     """Check etcd, every apiserver, every unit, every node. Exit 0 healthy, 3 degraded, 1 broken."""
     if not conformance and (focus or skip is not None or serial or junit):
         raise UsageError("--focus, --skip, --serial and --junit go with --conformance")
+    from ..verify.health import worst_exit
     report = api.verify(directory, _progress(), local, parallel or 16)
     for c in report.checks:
         out.print(f"{'ok  ' if c.ok else 'FAIL'} {c.name}" + (f": {c.detail}" if c.detail else ""))
@@ -108,12 +109,12 @@ def verify(directory: Path, smoke: bool, conformance: bool, focus: str | None, s
             skipped = sum(r.outcome == "skip" for r in s.results)
             out.print(f"smoke: {passed} passed, {len(s.results) - passed - skipped} failed, {skipped} not run")
             if not s.ok:
-                code = code or 1
+                code = worst_exit(code, 1)
     if conformance:
         if report.status.value == "broken":
             out.print("conformance tests not run: the cluster is broken")
         else:
-            code = _conformance(directory, focus, skip, serial, parallel or 4, junit, local) or code
+            code = worst_exit(code, _conformance(directory, focus, skip, serial, parallel or 4, junit, local))
     sys.exit(code)
 
 
@@ -146,7 +147,7 @@ def _conformance(directory: Path, focus: str | None, skip: str | None, serial: b
 def kubectl(directory: Path, args: tuple[str, ...]) -> None:
     """Run the cluster's kubectl (DIR/bin/kubectl) as the cluster admin: `hardway kubectl get nodes`."""
     from ..clusterdir import ClusterDir
-    from ..deploy.up import kubectl_argv
+    from ..kubectl import kubectl_argv
     argv = kubectl_argv(ClusterDir.at(directory), *args)
     sys.stdout.flush()
     os.execv(argv[0], argv)

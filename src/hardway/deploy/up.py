@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -23,6 +22,7 @@ from ..artifacts.oci import image_refs
 from ..clusterdir import ClusterDir
 from ..errors import OperationError, UsageError
 from ..fsio import write_atomic
+from ..kubectl import kubectl
 from ..lab.state import state_path
 from ..lock import cluster_lock
 from ..material import current_material
@@ -38,10 +38,10 @@ from . import lbstats
 from .desired import BACKUP_DIR, MANIFEST, Desired, desired_for, file_sha256
 from .facts import gather
 from .health import Api, Identity, apiserver_ready, etcd_health, identity, wait_for
-from .hostkeys import KnownHosts
 from .plan import Facts, HostPlan, describe, plan_for, summary
 from .push import push
-from .transport import LocalTransport, Transport, connect_ssh
+from .hosts import Options, connect_all, each_host
+from .transport import Transport
 
 Progress = Callable[[str], None]
 MANIFESTS_RECORD = ("kube-system", "hardway-applied-manifests")  # ConfigMap: sha256 of what was applied
@@ -49,18 +49,6 @@ MANIFESTS_RECORD = ("kube-system", "hardway-applied-manifests")  # ConfigMap: sh
 
 def _quiet(_msg: str) -> None:
     pass
-
-
-@dataclass
-class Options:
-    timeout: float = 300  # per health wait
-    parallel: int = 16  # hosts worked on at once
-    local: tuple[str, ...] = ()  # nodes reached without SSH (this machine)
-    adopt: bool = False  # replace foreign files, keeping their originals (plan.foreign)
-
-    def __post_init__(self) -> None:
-        if self.parallel < 1:  # 0 would never start a host: the run would hang
-            raise UsageError(f"--parallel {self.parallel}: must be at least 1 (hosts worked on at once)")
 
 
 @dataclass
@@ -79,10 +67,6 @@ class Prepared:
     cluster: ClusterBundle
     fetched: Fetched
     desired: dict[str, Desired]
-
-
-def kubectl_path(cd: ClusterDir) -> Path:
-    return cd.kubectl
 
 
 def prepare(directory: Path, progress: Progress, command: str = "up") -> Prepared:
@@ -107,62 +91,10 @@ def prepare(directory: Path, progress: Progress, command: str = "up") -> Prepare
     desired = {name: desired_for(b, fetched.binaries(b.binaries), images) for name, b in cluster.nodes.items()}
     # The operator's kubectl: the same version as the cluster, beside its kubeconfig.
     kubectl = fetched.binary("kubernetes-server", "kubectl")
-    target = kubectl_path(cd)
+    target = cd.kubectl
     if not target.exists() or file_sha256(target) != file_sha256(kubectl):
         write_atomic(target, kubectl.read_bytes(), 0o755)
     return Prepared(spec, cd, cluster, fetched, desired)
-
-
-async def connect_all(spec: ClusterSpec, cd: ClusterDir, names: list[str], opts: Options,
-                      progress: Progress = _quiet) -> dict[str, Transport]:
-    """A transport per node, opened in parallel; host keys checked (hostkeys.py), a key trusted
-    on first use told to `progress` with its fingerprint."""
-    known = KnownHosts(cd.root, progress)
-    by_name = {n.name: n for n in spec.nodes}
-
-    async def one(name: str) -> Transport:
-        if name in opts.local:
-            return LocalTransport(name)
-        ssh = spec.ssh_for(by_name[name])
-        return await connect_ssh(name, str(by_name[name].address), ssh.user or "root", ssh.port or 22,
-                                 ssh.key, known)
-
-    opened: dict[str, Transport] = {}
-
-    async def keep(name: str) -> None:
-        opened[name] = await one(name)
-
-    try:
-        await each_host(names, keep, opts.parallel)
-    except BaseException:
-        await asyncio.gather(*(t.close() for t in opened.values()), return_exceptions=True)
-        raise
-    return opened
-
-
-async def each_host(names: list[str], fn: Callable[[str], Awaitable], parallel: int) -> dict:
-    """Run fn per host, at most `parallel` at once. The first failure cancels the others and
-    waits until they have stopped before it is raised: no host goes on being changed after
-    another failed, and no task outlives the run (its connection is about to be closed)."""
-    sem = asyncio.Semaphore(parallel)
-
-    async def one(name: str):
-        async with sem:
-            return await fn(name)
-
-    tasks = {name: asyncio.ensure_future(one(name)) for name in names}
-    try:
-        if tasks:
-            await asyncio.wait(tasks.values(), return_when=asyncio.FIRST_EXCEPTION)
-    finally:  # also when this run itself is cancelled (Ctrl-C)
-        pending = [t for t in tasks.values() if not t.done()]
-        for t in pending:
-            t.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-    for t in tasks.values():  # the first failure in host order; the others were cancelled
-        if not t.cancelled() and t.exception() is not None:
-            raise t.exception()
-    return {name: t.result() for name, t in tasks.items()}
 
 
 def _check_facts(facts: dict[str, Facts], desired: dict[str, Desired], spec: ClusterSpec) -> None:
@@ -441,31 +373,6 @@ def _manifests_yaml(p: Prepared) -> tuple[bytes, str]:
     return body, hashlib.sha256(body).hexdigest()
 
 
-def kubectl_argv(cd: ClusterDir, *args: str) -> list[str]:
-    """The cluster's own kubectl as the cluster admin; `up` puts it in DIR/bin."""
-    path = kubectl_path(cd)
-    if not path.exists():
-        raise OperationError(f"{path} is missing: run `hardway -C {cd.root} up` first (it puts the "
-                             "cluster's kubectl there)")
-    return [str(path), "--kubeconfig", str(cd.kubeconfig("admin")), *args]
-
-
-def kubectl(cd: ClusterDir, *args: str, input: bytes | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess:
-    """The cluster's kubectl; its exit status is the caller's to judge. A kubectl that cannot
-    run or does not finish in `timeout` is an OperationError naming the command."""
-    argv = kubectl_argv(cd, *args)
-    what = f"`kubectl {' '.join(args)}`"
-    try:
-        return subprocess.run(argv, input=input, capture_output=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise OperationError(f"{what} did not finish within {timeout:.0f} s: is the API at "
-                             f"{cd.kubeconfig('admin')}'s server reachable? (`hardway verify`)") from None
-    except OSError as e:
-        raise OperationError(f"{what}: cannot run {argv[0]}: {e.strerror}; run `hardway up` to put the "
-                             "cluster's kubectl there again") from None
-
-
 def _record_manifest(namespace: str, name: str, digest: str) -> bytes:
     return (f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: {namespace}\n"
             f"  labels: {{app.kubernetes.io/managed-by: hardway}}\ndata:\n  sha256: \"{digest}\"\n").encode()
@@ -598,5 +505,4 @@ def up(directory: str | Path = ".", progress: Progress = _quiet, opts: Options |
     return report
 
 
-__all__ = ["Options", "UpReport", "connect_all", "describe", "diff", "each_host", "kubectl", "kubectl_argv", "kubectl_path",
-           "prepare", "up"]
+__all__ = ["Options", "UpReport", "describe", "diff", "prepare", "up"]

@@ -12,7 +12,6 @@ newer hardway fixes existing machines without a rebuild.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -22,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..artifacts.cache import cache_dir
+from ..artifacts.cache import cache_dir, cache_key
 from ..errors import OperationError
 from .host import Progress, check_disk, need
 
@@ -66,8 +65,7 @@ def image_inputs() -> dict:
 
 
 def image_key() -> str:
-    blob = json.dumps(image_inputs(), sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    return cache_key(image_inputs(), 16)
 
 
 def images_dir() -> Path:

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import subprocess
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
@@ -31,9 +29,11 @@ from ..artifacts.fetch import extract_member, fetch_for_cluster
 from ..artifacts.testimages import CONFORMANCE_IMAGES
 from ..clusterdir import ClusterDir
 from ..deploy.activate import unit_states
-from ..deploy.up import Options, connect_all, each_host, kubectl_argv, kubectl_path
+from ..deploy.hosts import Options, connect_all, each_host
+from ..kubectl import kubectl_argv
 from ..deploy.transport import Transport, check
 from ..errors import OperationError, UsageError
+from ..proc import run_logged
 from ..material import load_material
 from ..render import render_cluster
 from ..spec.load import load_spec
@@ -221,7 +221,7 @@ def e2e_argv(binaries: dict[str, Path], cd: ClusterDir, focus: str, skip: str, n
         argv.append(f"-skip={skip}")
     argv += [str(binaries["e2e.test"].absolute()), "--",
              f"--kubeconfig={cd.kubeconfig('admin').absolute()}", "--provider=skeleton",
-             f"--kubectl-path={kubectl_path(cd).absolute()}", f"--report-dir={report_dir.absolute()}",
+             f"--kubectl-path={cd.kubectl.absolute()}", f"--report-dir={report_dir.absolute()}",
              "--container-runtime=remote", "--disable-log-dump"]
     if tolerate_pods:
         # The suite waits (10 min by default) for every kube-system pod to be Ready; pods whose
@@ -237,34 +237,13 @@ def _count_progress(text: str) -> tuple[int, int]:
     return done, failed
 
 
-def run_suite(argv: list[str], log: Path, timeout: float, progress: Progress,
-              env: dict[str, str] | None = None) -> int:
-    """Run ginkgo, output into `log`, a progress line every 30 s; returns its exit status."""
-    started = time.monotonic()
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        try:
-            last = started
-            while proc.poll() is None:
-                time.sleep(2)
-                now = time.monotonic()
-                if now - started > timeout:
-                    raise OperationError(f"the conformance run took longer than {timeout:.0f} s; stopped. "
-                                         f"Output so far: {log}")
-                if now - last >= 30:
-                    last = now
-                    done, failed = _count_progress(log.read_text(errors="replace"))
-                    progress(f"  conformance: {done} spec(s) finished, {failed} failed "
-                             f"({now - started:.0f} s)")
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, 15)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, 9)
-                    proc.wait()
-    return proc.returncode
+def run_suite(argv: list[str], log: Path, timeout: float, progress: Progress) -> int:
+    """Run ginkgo, its output into `log`, how far it got every 30 s; returns its exit status."""
+    def status() -> str:
+        done, failed = _count_progress(log.read_text(errors="replace"))
+        return f"{done} spec(s) finished, {failed} failed"
+    return run_logged(argv, log, "running the conformance tests", progress, every=30, status=status,
+                      timeout=timeout)
 
 
 def parse_junit(report_dir: Path, focus: str, skip: str) -> list[CaseResult]:
@@ -324,9 +303,10 @@ def explain(cases: list[CaseResult], limits: dict[str, str]) -> list[CaseResult]
     return out
 
 
-async def _restarts(spec: ClusterSpec, cd: ClusterDir, units: dict[str, list[str]], opts: Options) -> dict[str, int]:
+async def _restarts(spec: ClusterSpec, cd: ClusterDir, units: dict[str, list[str]], opts: Options,
+                    progress: Progress) -> dict[str, int]:
     """"host: unit" -> NRestarts (systemd's automatic restarts) of every hardway unit."""
-    ts = await connect_all(spec, cd, list(units), opts)
+    ts = await connect_all(spec, cd, list(units), opts, progress)
     try:
         out: dict[str, int] = {}
 
@@ -366,7 +346,7 @@ def conformance(directory: str | Path = ".", progress: Progress = lambda _m: Non
                  f"{len(spec.workers)} worker(s)")
 
         async def preload() -> None:
-            ts = await connect_all(spec, cd, [w.name for w in spec.workers], opts)
+            ts = await connect_all(spec, cd, [w.name for w in spec.workers], opts, progress)
             try:
                 await each_host(list(ts), lambda n: _preload(ts[n], images, progress), opts.parallel)
             finally:
@@ -391,7 +371,7 @@ def conformance(directory: str | Path = ".", progress: Progress = lambda _m: Non
     for old in report_dir.glob("junit_*.xml"):
         old.unlink()  # a report dir reused from an earlier run: only this run's results count
     report.junit_dir, report.log = report_dir, report_dir / "e2e.log"
-    before = asyncio.run(_restarts(spec, cd, units, opts))
+    before = asyncio.run(_restarts(spec, cd, units, opts, progress))
     progress(f"running Kubernetes {spec.kubernetes.version} e2e: focus {focus!r}, skip {skip!r}, "
              f"{nodes} in parallel; output: {report.log}")
     for n in report.notes:
@@ -401,7 +381,7 @@ def conformance(directory: str | Path = ".", progress: Progress = lambda _m: Non
     started = time.monotonic()
     report.exit_status = run_suite(argv, report.log, copts.timeout, progress)
     report.seconds = round(time.monotonic() - started, 1)
-    after = asyncio.run(_restarts(spec, cd, units, opts))
+    after = asyncio.run(_restarts(spec, cd, units, opts, progress))
     report.restarts = {u: after[u] - before.get(u, 0) for u in after if after[u] - before.get(u, 0)}
     report.cases = explain(parse_junit(report_dir, focus, skip), limits)
     if not report.cases:

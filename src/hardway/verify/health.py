@@ -26,7 +26,7 @@ from ..deploy.activate import unit_states
 from ..deploy.health import Api, Identity, apiserver_ready, etcd_health, identity, wait_for
 from ..deploy.lbstats import backend_view
 from ..deploy.transport import Transport
-from ..deploy.up import Options, connect_all, each_host
+from ..deploy.hosts import Options, connect_all, each_host
 from ..errors import OperationError
 from ..material import load_material
 from ..render import render_cluster
@@ -42,6 +42,15 @@ class Status(str, Enum):
     @property
     def exit_code(self) -> int:
         return {"healthy": 0, "degraded": 3, "broken": 1}[self.value]
+
+
+_SEVERITY = {0: 0, 3: 1, 1: 2}  # exit codes: healthy/passed < degraded/explained < broken/failed
+
+
+def worst_exit(*codes: int) -> int:
+    """The exit code of several verdicts (verify, smoke, conformance): the most severe one, so a
+    failure (1) is never reported as merely degraded (3)."""
+    return max(codes, key=lambda c: _SEVERITY.get(c, 2), default=0)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..clusterdir import ClusterDir
-from ..deploy.up import Options, connect_all, kubectl, kubectl_argv
+from ..deploy.hosts import Options, connect_all
+from ..kubectl import kubectl, kubectl_argv
 from ..errors import OperationError
 from ..render.common import ETCD_PKI
 from ..render.manifests import coredns_image
@@ -133,11 +134,12 @@ def _retry(fn: Callable[[], str], seconds: float = 30) -> str:
             time.sleep(1)
 
 
-def _secret_in_etcd(spec: ClusterSpec, cd: ClusterDir, name: str, opts: Options) -> bytes:
+def _secret_in_etcd(spec: ClusterSpec, cd: ClusterDir, name: str, opts: Options,
+                    progress: Callable[[str], None]) -> bytes:
     ctl = spec.controllers[0]
 
     async def read() -> bytes:
-        ts = await connect_all(spec, cd, [ctl.name], opts)
+        ts = await connect_all(spec, cd, [ctl.name], opts, progress)
         try:
             r = await ts[ctl.name].run(
                 f"ETCDCTL_API=3 etcdctl --endpoints=https://{ctl.address}:2379 --cacert={ETCD_PKI}/ca.crt "
@@ -183,7 +185,7 @@ def smoke(directory: str | Path = ".", progress: Callable[[str], None] = lambda 
 
         def encryption() -> str:
             k.run("-n", NS, "create", "secret", "generic", secret, "--from-literal=mykey=mydata")
-            return check_encrypted(_secret_in_etcd(spec, cd, secret, opts), provider, b"mydata")
+            return check_encrypted(_secret_in_etcd(spec, cd, secret, opts, progress), provider, b"mydata")
 
         record("secret encrypted at rest", encryption)
 
@@ -196,9 +198,9 @@ def smoke(directory: str | Path = ".", progress: Callable[[str], None] = lambda 
                 k.run("-n", NS, "rollout", "status", "deployment/web", f"--timeout={int(timeout)}s",
                       timeout=timeout + 10)
             except OperationError:
-                pods = k.json("-n", NS, "get", "pods")
+                listing = k.json("-n", NS, "get", "pods")
                 states = [f"{p['metadata']['name']} on {p['spec'].get('nodeName')}: "
-                          f"{_pod_state(p)}" for p in pods["items"]]
+                          f"{_pod_state(p)}" for p in listing["items"]]
                 raise OperationError(f"deployment web not available within {timeout:.0f} s: "
                                      + "; ".join(states)) from None
             pods[:] = k.json("-n", NS, "get", "pods", "-l", "app=web")["items"]
