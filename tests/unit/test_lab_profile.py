@@ -18,9 +18,22 @@ from hardway.spec.presets import LAB_PROFILE, PRESETS, lab_profile_missing, rend
 @pytest.mark.parametrize("preset", list(PRESETS))
 def test_the_lab_profile_is_what_init_lab_writes(preset):
     assert lab_profile_missing(parse_spec(render_preset(preset, "x", lab=True)).spec) == []
-    missing = lab_profile_missing(parse_spec(render_preset(preset, "x")).spec)
-    want = [s.path for s in LAB_PROFILE if not s.only_if or preset == "ha-vip"]
+    spec = parse_spec(render_preset(preset, "x")).spec
+    missing = lab_profile_missing(spec)
+    want = [s.path for s in LAB_PROFILE if s.applies(spec)]
     assert [m.split(":")[0] for m in missing] == want
+    assert ("loadBalancer.interface" in want) == (preset == "ha-vip")
+
+
+def test_init_lab_writes_exactly_the_table_and_1_35_needs_the_cgroup_v1_row():
+    text = render_preset("basic", "x", lab=True)
+    for s in LAB_PROFILE:
+        if not s.path.startswith("loadBalancer."):
+            assert f"  {s.path.split('.', 1)[1]}: " in text, s.path  # written from the table
+    new = parse_spec(render_preset("basic", "x").replace("version: \"1.20.2\"", "version: \"1.35.0\"")).spec
+    assert any(m.startswith("kubelet.failCgroupV1: false") for m in lab_profile_missing(new))
+    old = parse_spec(render_preset("basic", "x")).spec  # 1.20: the field does not exist, not required
+    assert not any(m.startswith("kubelet.failCgroupV1") for m in lab_profile_missing(old))
 
 
 def test_lab_up_refuses_a_spec_without_the_lab_profile_before_anything(tmp_path, monkeypatch):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from .. import ports
 from ..material import Material
 from ..pki.profiles import openssl_anchor
-from ..spec.model import APISERVER_PORT, ClusterSpec, LoadBalancerMode, Node
+from ..spec.model import ClusterSpec, LoadBalancerMode, Node
 from .bundle import Bundle, File, Phase, Unit
 from .common import SECRET, header, template
 
@@ -74,7 +74,7 @@ def haproxy_cfg(spec: ClusterSpec, bind: str) -> str:
         "haproxy.cfg.j2",
         bind=bind,
         port=ports.port("haproxy", spec),
-        apiserver_port=APISERVER_PORT,
+        apiserver_port=ports.port("kube-apiserver"),
         backends=[(n.name, n.address) for n in spec.controllers],
         ca=HAPROXY_CA,
         crt=HAPROXY_CRT,
@@ -131,7 +131,7 @@ def check_script(spec: ClusterSpec) -> str:
         # (CURLSSLOPT_NO_PARTIALCHAIN turns that off; bookworm has 7.88), but the twin works
         # with any curl.
         "exec " + shlex.join(["/usr/bin/curl", "--silent", "--fail", "--max-time", "2", "--cacert", HAPROXY_CA,
-                              "--cert", HAPROXY_CRT, f"https://127.0.0.1:{APISERVER_PORT}/readyz", "-o", "/dev/null"])
+                              "--cert", HAPROXY_CRT, f"https://127.0.0.1:{ports.port('kube-apiserver')}/readyz", "-o", "/dev/null"])
         + "\n"
     )
 

@@ -7,6 +7,7 @@ will edit it. Tests parse each preset back through `parse_spec`.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from .. import __version__
 from ..clusterdir import ClusterDir
 from ..errors import UsageError
 from ..quoting import yaml_scalar
+from . import versions
 
 DEFAULT_VERSION = "1.20.2"
 
@@ -74,21 +76,6 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-NESTED_PROFILE = """\
-# Nested-host profile (the hardway lab: nodes are systemd-nspawn machines sharing this
-# host's kernel; each has its own cgroup namespace). Real machines need none of this.
-containerRuntime:
-  restrictOOMScoreAdj: true      # no process here may lower oom_score_adj; runc must not try
-  cgroupDriver: cgroupfs         # kubelet manages plain cgroup directories (no systemd slices)
-
-kubeProxy:
-  conntrackMaxPerCore: 0         # a network namespace may not raise the global nf_conntrack_max
-
-kubelet:
-  failCgroupV1: false            # lab machines share this host's cgroups, v1 here; Kubernetes 1.35's
-                                 # kubelet refuses v1 unless told (1.31+; older ones always run on it)
-"""
-
 @dataclass(frozen=True)
 class LabSetting:
     """One setting of the lab profile: cluster.yaml's key path, the value lab machines need, why."""
@@ -96,11 +83,12 @@ class LabSetting:
     path: str
     value: object
     why: str
-    only_if: tuple[str, object] | None = None  # (path, value): applies only with that setting
+    # Whether the setting matters for a spec (a ClusterSpec); checked by `lab up`/`up` only then.
+    applies: Callable[[object], bool] = lambda spec: True
 
 
-# What `init --lab` sets (NESTED_PROFILE and the keepalived interface in render_preset), as data:
-# `lab up` and `up` on lab machines check a spec against it before anything starts.
+# What `init --lab` writes (nested_profile() and the keepalived interface in render_preset), as
+# data: `lab up` and `up` on lab machines check a spec against it before anything starts.
 LAB_PROFILE = (
     LabSetting("containerRuntime.restrictOOMScoreAdj", True,
                "no process in a lab machine may lower oom_score_adj, so runc must not try"),
@@ -108,10 +96,31 @@ LAB_PROFILE = (
                "the kubelet manages plain cgroup directories in a lab machine (no systemd slices)"),
     LabSetting("kubeProxy.conntrackMaxPerCore", 0,
                "a lab machine's network namespace may not raise the global nf_conntrack_max"),
+    LabSetting("kubelet.failCgroupV1", False,
+               "lab machines share this host's cgroups (v1 here); Kubernetes 1.35's kubelet refuses v1 "
+               "unless told (the field exists from 1.31; older kubelets always run on v1)",
+               applies=lambda spec: versions.kubelet_field(spec.minor, "failCgroupV1")),
     LabSetting("loadBalancer.interface", "host0",
                "systemd-nspawn names a lab machine's link host0; keepalived refuses eth0 there",
-               only_if=("loadBalancer.mode", "keepalived")),
+               applies=lambda spec: spec.load_balancer.mode.value == "keepalived"),
 )
+
+
+def nested_profile() -> str:
+    """cluster.yaml's lab section, written from LAB_PROFILE (the load balancer's row goes into
+    the loadBalancer section, see render_preset)."""
+    lines = ["# Nested-host profile (the hardway lab: nodes are systemd-nspawn machines sharing this",
+             "# host's kernel; each has its own cgroup namespace). Real machines need none of this."]
+    section = None
+    for s in LAB_PROFILE:
+        top, key = s.path.split(".", 1)
+        if top == "loadBalancer":
+            continue
+        if top != section:
+            lines += ([""] if section else []) + [f"{top}:"]
+            section = top
+        lines.append(f"  {key}: {_yaml(s.value)}".ljust(33) + f"# {s.why}")
+    return "\n".join(lines) + "\n"
 
 
 def _at(data: dict, path: str) -> object:
@@ -129,7 +138,7 @@ def lab_profile_missing(spec) -> list[str]:
     data = spec.model_dump(mode="json", by_alias=True)
     missing = []
     for s in LAB_PROFILE:
-        if s.only_if and _at(data, s.only_if[0]) != s.only_if[1]:
+        if not s.applies(spec):
             continue
         now = _at(data, s.path)
         if now != s.value:
@@ -233,7 +242,7 @@ pki:
 encryption:
   provider: aescbc               # aescbc | secretbox | aesgcm: Secrets are encrypted in etcd
 
-{NESTED_PROFILE if lab else STANDARD_PROFILE}
+{nested_profile() if lab else STANDARD_PROFILE}
 artifacts:
 {mirror_line}  versions: {{etcd: 3.4.23, containerd: 1.6.20, runc: 1.1.5, cniPlugins: 1.1.1}}
 {images_line}

@@ -131,9 +131,9 @@ def test_binaries(spec: ClusterSpec, base_dir: Path, progress: Progress) -> dict
     try:
         got = fetch_for_cluster(spec, [d], base_dir, progress)
     except OperationError as e:
-        hint = (f"\nThe mirror has no Kubernetes test binaries: rebuild it with `hardway artifacts mirror "
-                f"build {spec.artifacts.mirror} --from-debian --conformance`."
-                if spec.artifacts.mirror and "not in the mirror" in str(e) else "")
+        hint = (f"\nA mirror built without --conformance has no test binaries: rebuild it with "
+                f"`hardway artifacts mirror build DIR --from-debian --conformance` (spec.artifacts.mirror is "
+                f"{spec.artifacts.mirror})." if spec.artifacts.mirror else "")
         raise OperationError(f"cannot get Kubernetes' e2e test binaries: {e}{hint}") from None
     archive = got.files[d.key]
     return {b: extract_member(got.store, archive, d.member(b), b) for b in layout.TEST_BINARIES}

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import ports
 from ..clusterdir import ClusterDir
 from ..deploy.hosts import Options, connect_all
 from ..kubectl import kubectl, kubectl_argv
@@ -142,7 +143,7 @@ def _secret_in_etcd(spec: ClusterSpec, cd: ClusterDir, name: str, opts: Options,
         ts = await connect_all(spec, cd, [ctl.name], opts, progress)
         try:
             r = await ts[ctl.name].run(
-                f"ETCDCTL_API=3 etcdctl --endpoints=https://{ctl.address}:2379 --cacert={ETCD_PKI}/ca.crt "
+                f"ETCDCTL_API=3 etcdctl --endpoints=https://{ctl.address}:{ports.port('etcd-client')} --cacert={ETCD_PKI}/ca.crt "
                 f"--cert={ETCD_PKI}/etcdctl.crt --key={ETCD_PKI}/etcdctl.key "
                 f"get /registry/secrets/{NS}/{name} --print-value-only", timeout=30)
         finally:
