@@ -26,7 +26,7 @@ from ..spec.model import ClusterSpec
 from ..spec.presets import require_lab_profile
 from . import cgroups, host, image, machine, sshkeys
 from .host import Progress
-from .state import LabState, MachineState, lab_dir, load_state, locked, save_state, state_path
+from .state import LabState, MachineState, lab_dir, load_state, save_state, state_path
 
 
 def _quiet(_msg: str) -> None:
@@ -168,7 +168,7 @@ def up(directory: str | Path = ".", progress: Progress = _quiet, timeout: float 
     for name in only or []:
         if name not in names:
             raise _unknown(name, names)
-    with cluster_lock(directory, command), locked(directory):
+    with cluster_lock(directory, command):
         state = load_state(directory)
         fresh = _new_state(spec)
         if state is None:
@@ -322,7 +322,7 @@ def stop(directory: str | Path, name: str, progress: Progress = _quiet, timeout:
     host.require_linux_root()
     if not state_path(directory).exists():
         raise _unknown(name, [])
-    with cluster_lock(directory, f"lab stop {name}"), locked(directory):
+    with cluster_lock(directory, f"lab stop {name}"):
         state = load_state(directory)
         if state is None or name not in state.machines:
             raise _unknown(name, list(state.machines) if state else [])
@@ -344,7 +344,7 @@ def down(directory: str | Path = ".", progress: Progress = _quiet, timeout: floa
     if not state_path(directory).exists():
         report.nothing_to_do = True
         return report
-    with cluster_lock(directory, "lab down"), locked(directory):
+    with cluster_lock(directory, "lab down"):
         state = load_state(directory)
         if state is None:
             report.nothing_to_do = True
@@ -421,23 +421,23 @@ def _delete_lab(directory: Path, report: DownReport, progress: Progress) -> Down
     if state is None:
         report.nothing_to_do = True
         return report
-    with locked(directory):
-        busy = _users_of(lab)
-        if busy:
-            raise OperationError(f"processes {busy[:10]} still run inside {lab}; not deleting it")
-        mounts = _mounts_under(lab)
-        if mounts:
-            raise OperationError(f"{', '.join(mounts[:5])} mounted inside {lab}; unmount, then retry")
-        for path in _made_by_lab(directory, state):
-            if path.is_dir() and not path.is_symlink():
-                progress(f"deleting {path}")
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-            report.deleted.append(path)
-        for d in (lab / "machines", lab / "logs"):
-            _rmdir_if_empty(d)
-    (lab / ".lock").unlink(missing_ok=True)
+    # destroy holds the cluster lock (DIR/.hardway.lock) around this
+    busy = _users_of(lab)
+    if busy:
+        raise OperationError(f"processes {busy[:10]} still run inside {lab}; not deleting it")
+    mounts = _mounts_under(lab)
+    if mounts:
+        raise OperationError(f"{', '.join(mounts[:5])} mounted inside {lab}; unmount, then retry")
+    for path in _made_by_lab(directory, state):
+        if path.is_dir() and not path.is_symlink():
+            progress(f"deleting {path}")
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+        report.deleted.append(path)
+    for d in (lab / "machines", lab / "logs"):
+        _rmdir_if_empty(d)
+    (lab / ".lock").unlink(missing_ok=True)  # the lock file of labs made by earlier versions
     _rmdir_if_empty(lab)
     report.left = sorted(lab.iterdir()) if lab.is_dir() else []
     return report

@@ -6,11 +6,7 @@ file is the only place that knows which processes, cgroups and links belong to t
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -82,16 +78,3 @@ def load_state(directory: Path) -> LabState | None:
 
 def save_state(directory: Path, state: LabState) -> None:
     write_atomic(state_path(directory), state.to_json().encode(), 0o644)
-
-
-@contextmanager
-def locked(directory: Path) -> Iterator[None]:
-    """Serialise the verbs that change the lab (two `up`s at once would race)."""
-    d = lab_dir(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    fd = os.open(d / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
