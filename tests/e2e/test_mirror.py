@@ -204,7 +204,10 @@ def test_kubernetes_test_tarball_holds_e2e_test_and_ginkgo_that_run(mirror, tmp_
 
 
 def _chroot(root: Path, *cmd: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["chroot", str(root), *cmd], capture_output=True, text=True, timeout=60)
+    """`cmd` in the image's root, with the image's PATH (as a container gets it)."""
+    from hardway.artifacts.testimages import PATH_ENV
+    return subprocess.run(["chroot", str(root), *cmd], capture_output=True, text=True, timeout=60,
+                          env={"PATH": PATH_ENV.split("=", 1)[1]})
 
 
 def test_test_images_are_named_as_the_e2e_framework_names_them_and_their_programs_run(mirror, tmp_path):  # noqa: F811
@@ -226,6 +229,15 @@ def test_test_images_are_named_as_the_e2e_framework_names_them_and_their_program
         r = _chroot(agn, *cmd)
         assert r.returncode in (0, 1) and "not found" not in r.stderr and "No such file" not in r.stderr, (cmd, r)
     assert "netexec" in _chroot(agn, "/agnhost", "--help").stdout
+    # What the tests run by name finds the real programs first on PATH, not busybox applets
+    # (netcat-openbsd's -u/-z, iproute2's ss/ip).
+    # `sh -c` as the tests run it: /bin/sh must look on PATH (Debian's busybox ash would run its
+    # own applets first, whatever PATH says).
+    for name, real in (("nc", "/bin/nc.openbsd"), ("ip", "/bin/ip"), ("curl", "/usr/bin/curl"), ("sh", "/bin/dash")):
+        found = _chroot(agn, "/bin/bash", "-c", f"readlink -f $(type -P {name})").stdout.strip()
+        assert found == real, f"{name} resolves to {found}, not {real}"
+    udp = _chroot(agn, "/bin/sh", "-c", "nc -h 2>&1 | head -3; echo x | nc -w 1 -u 127.0.0.1 9; echo rc=$?")
+    assert "OpenBSD netcat" in udp.stdout and "invalid option" not in udp.stdout, udp
     _, box = seen["e2e-busybox-1.29"]
     assert _chroot(box, "/bin/sh", "-c", "echo $((6*7)) && id -u && wget --help 2>&1 | head -1").stdout.startswith("42\n0\n")
     for name, root in (("e2e-httpd-2.4.38-alpine", "usr/local/apache2/htdocs"), ("e2e-nginx-1.14-alpine", "usr/share/nginx/html")):

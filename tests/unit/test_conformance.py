@@ -239,3 +239,27 @@ def test_a_new_build_stage_never_writes_into_the_cached_entry(tmp_path):
     assert (out / "files" / "pause.c").read_text() == "new pause"
     assert (out / "build.json").read_text() == "new" and (out / "build.json").stat().st_ino != old_inode
     assert not (tmp_path / "entry.tmp").exists() and not (tmp_path / "entry.old").exists()
+
+
+def test_busybox_never_shadows_a_real_program_on_path(tmp_path):
+    from hardway.artifacts.oci import ImageFile, symlink
+    from hardway.artifacts.testimages import with_busybox
+
+    busybox = tmp_path / "busybox"
+    busybox.write_bytes(b"\x7fELF")
+    files = {"bin/nc.openbsd": ImageFile(b"nc", 0o755), "bin/nc": symlink("nc.openbsd"),
+             "bin/ip": ImageFile(b"ip", 0o755), "usr/share/doc/sh": ImageFile(b"not a program", 0o644)}
+    out = with_busybox(files, busybox, ["usr/bin/nc", "sbin/ip", "bin/sh", "usr/bin/wget"])
+    assert "usr/bin/nc" not in out and "sbin/ip" not in out  # they would come first on PATH
+    assert out["bin/sh"].symlink == "/bin/busybox" and out["usr/bin/wget"].symlink == "/bin/busybox"
+    assert out["bin/nc"].symlink == "nc.openbsd"
+
+
+def test_ctr_images_listing_gives_each_names_digest():
+    from hardway.verify.conformance import parse_ctr_images
+    text = """REF                                     TYPE                                       DIGEST                                                                  SIZE     PLATFORMS   LABELS
+k8s.gcr.io/e2e-test-images/agnhost:2.21 application/vnd.oci.image.manifest.v1+json sha256:1111111111111111111111111111111111111111111111111111111111111111 44.6 MiB linux/amd64 io.cri-containerd.image=managed
+registry.k8s.io/pause:3.2               application/vnd.oci.image.manifest.v1+json sha256:2222222222222222222222222222222222222222222222222222222222222222 300.3 KiB linux/amd64 -
+"""
+    assert parse_ctr_images(text) == {"k8s.gcr.io/e2e-test-images/agnhost:2.21": "sha256:" + "1" * 64,
+                                      "registry.k8s.io/pause:3.2": "sha256:" + "2" * 64}

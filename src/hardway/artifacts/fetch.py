@@ -52,6 +52,18 @@ CHUNK = 1 << 20
 # sources
 
 
+class NotInSource(OperationError):
+    """The source has no such file (a 404, a path missing from a mirror directory)."""
+
+
+class FetchFailed(OperationError):
+    """Some downloads failed; `absent`: the keys the source does not have at all."""
+
+    def __init__(self, message: str, absent: list[str]) -> None:
+        super().__init__(message)
+        self.absent = absent
+
+
 class Source:
     """Where files come from: upstream, an HTTP(S) mirror, or a mirror directory."""
 
@@ -92,7 +104,7 @@ class Source:
             try:
                 f = open(path, "rb")
             except FileNotFoundError:
-                raise OperationError(f"not in the mirror: {path}") from None
+                raise NotInSource(f"not in the mirror: {path}") from None
             with f:
                 yield f, os.fstat(f.fileno()).st_size
             return
@@ -101,7 +113,8 @@ class Source:
             resp = urllib.request.urlopen(req, timeout=TIMEOUT)  # noqa: S310 (http/https only)
         except urllib.error.HTTPError as e:
             where = "upstream" if self.kind == "upstream" else "the mirror"
-            raise OperationError(f"{url}: HTTP {e.code} {e.reason} (is it in {where}?)") from None
+            error = NotInSource if e.code == 404 else OperationError
+            raise error(f"{url}: HTTP {e.code} {e.reason} (is it in {where}?)") from None
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", e)
             hint = (" Without access to the upstream sites, set spec.artifacts.mirror to a mirror "
@@ -325,6 +338,7 @@ def fetch(downloads: Iterable[Download], source: Source, store: Store | None = N
     result = Fetched({}, {d.key: d for d in downloads}, store, source=source.describe())
     checksum_texts: dict[str, str] = {}
     failures: list[str] = []
+    absent: list[str] = []  # keys the source does not have at all
 
     def expected_for(d: Download) -> tuple[str, str]:
         curl = source.url(d.checksum_path)
@@ -372,12 +386,14 @@ def fetch(downloads: Iterable[Download], source: Source, store: Store | None = N
                 lock.record(d, expected, size)
         except OperationError as e:
             failures.append(f"{d.key}: {e}")
+            if isinstance(e, NotInSource):
+                absent.append(d.key)
             progress(f"FAILED {d.key}: {str(e).splitlines()[0]}")
     if lock is not None and lock.save():
         # Even after a failure: what was verified stays recorded.
         progress(f"{lock.path}: " + "; ".join(lock.changes) + " (commit it with cluster.yaml)")
     if failures:
-        raise OperationError(f"{len(failures)} of {len(downloads)} artifact(s) failed:\n" + "\n".join(failures))
+        raise FetchFailed(f"{len(failures)} of {len(downloads)} artifact(s) failed:\n" + "\n".join(failures), absent)
     return result
 
 

@@ -69,7 +69,8 @@ class ArtifactLock:
             f"{was.sha256} at the first fetch. Refused: a mirror that changes a file together "
             "with its checksum file passes the checksum check. If the change is deliberate (a rebuilt "
             f"mirror, a re-released file), accept it with `hardway -C {self.path.parent} artifacts fetch "
-            "--update-lock` and review the lock file's diff.")
+            "--update-lock` (add --conformance for Kubernetes' test binaries and images) and review the "
+            "lock file's diff.")
 
     def record(self, d: Download, digest: str, size: int) -> None:
         was = self.entries.get(d.key)

@@ -161,6 +161,12 @@ def write_image(dest: Path, ref: str, files: dict[str, ImageFile], entrypoint: l
 def image_refs(path: Path) -> list[str]:
     """The image names an OCI layout tarball carries (what `ctr images import` will create).
     Raises ValueError, saying why, for a file that is not a tar or has no readable index."""
+    return list(image_digests(path))
+
+
+def image_digests(path: Path) -> dict[str, str]:
+    """image name -> the manifest digest it will have in containerd after `ctr images import`
+    (what `ctr images ls` shows as DIGEST). Raises ValueError like image_refs."""
     try:
         with tarfile.open(path) as tar:
             try:
@@ -174,13 +180,13 @@ def image_refs(path: Path) -> list[str]:
         raise ValueError(f"not a readable tar archive ({e})") from None
     except ValueError as e:  # JSON, or UTF-8
         raise ValueError(f"its index.json is not JSON ({e})") from None
-    refs: list[str] = []
+    refs: dict[str, str] = {}
     try:
         for m in index.get("manifests", []):
             ann = m.get("annotations") or {}
             ref = ann.get("io.containerd.image.name") or ann.get("org.opencontainers.image.ref.name")
             if ref and ref not in refs:
-                refs.append(str(ref))
+                refs[str(ref)] = str(m.get("digest", ""))
     except (AttributeError, TypeError):
         raise ValueError("its index.json is not an OCI image index") from None
     return refs

@@ -18,6 +18,8 @@ Recipes:
 
 from __future__ import annotations
 
+import posixpath
+
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +32,7 @@ from .debian import ROOTFS_SKIP, KubernetesBuild, Progress, _quiet, package_root
 from .oci import ImageFile, directory, image_tar, symlink, tree_files
 
 # Bump when a recipe's output would change for the same inputs.
-RECIPE_FORMAT = "1"
+RECIPE_FORMAT = "2"
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,8 @@ CONFORMANCE_IMAGES: dict[str, tuple[TestImage, ...]] = {
         TestImage("k8s.gcr.io/e2e-test-images/agnhost:2.21", "agnhost",
                   "built from the 1.20.2 tree's test/images/agnhost (its VERSION says 2.25, a superset "
                   "of 2.21); Debian's bash, curl, dig, iproute2, iperf and netcat-openbsd instead of "
-                  "Alpine's, busybox for the rest; no coredns binary (upstream bundles CoreDNS 1.6.2)"),
+                  "Alpine's, dash as /bin/sh, busybox for the rest; no coredns binary (upstream bundles "
+                  "CoreDNS 1.6.2)"),
         TestImage("docker.io/library/busybox:1.29", "busybox",
                   "Debian's busybox-static 1.35 (upstream: busybox 1.29)"),
         TestImage("k8s.gcr.io/pause:3.2", "pause"),
@@ -83,12 +86,15 @@ CONFORMANCE_IMAGES: dict[str, tuple[TestImage, ...]] = {
 }
 
 # Debian packages on the agnhost stand-in: what upstream's Dockerfile adds to Alpine
-# (`apk add bind-tools curl netcat-openbsd iproute2 iperf bash`), by Debian's names.
-AGNHOST_PACKAGES = ("bash", "curl", "bind9-dnsutils", "iproute2", "iperf", "netcat-openbsd")
+# (`apk add bind-tools curl netcat-openbsd iproute2 iperf bash`), by Debian's names, plus
+# dash as /bin/sh: Debian's busybox runs its own applets before anything on PATH (it is built
+# "standalone"), so a busybox /bin/sh would run busybox's nc for `sh -c 'nc -u ...'`; Alpine's
+# busybox does not, and the tests rely on netcat-openbsd's options.
+AGNHOST_PACKAGES = ("bash", "curl", "bind9-dnsutils", "iproute2", "iperf", "netcat-openbsd", "dash")
 # What Debian's etcd (dynamically linked against glibc) needs to run.
 ETCD_PACKAGES = ("libc6",)
-# Links Debian makes with update-alternatives at install time (not in the packages).
-AGNHOST_ALTERNATIVES = {"bin/nc": "nc.openbsd", "usr/bin/awk": "gawk"}
+# Links Debian makes at install time (update-alternatives, maintainer scripts), not in the packages.
+AGNHOST_ALTERNATIVES = {"bin/nc": "nc.openbsd", "usr/bin/awk": "gawk", "bin/sh": "dash"}
 
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 ETC_PASSWD = b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
@@ -125,14 +131,29 @@ def _base(busybox: Path, applets: list[str]) -> dict[str, ImageFile]:
     return files
 
 
+PATH_DIRS = ("usr/local/sbin", "usr/local/bin", "usr/sbin", "usr/bin", "sbin", "bin")
+
+
+def with_busybox(files: dict[str, ImageFile], busybox: Path, applets: list[str]) -> dict[str, ImageFile]:
+    """A userland of Debian's packages (`files`), and busybox for every command they do not
+    bring, as Alpine's base does upstream. An applet is left out when a real program of that
+    name is anywhere on PATH: busybox's `nc` in /usr/bin would otherwise shadow netcat-openbsd's
+    in /bin (PATH searches /usr/bin first), and tests rely on the real one's options (-u, -z)."""
+    real = {posixpath.basename(p) for p in files if posixpath.dirname(p) in PATH_DIRS}
+    out = dict(files)
+    for path, f in _base(busybox, applets).items():
+        if posixpath.dirname(path) in PATH_DIRS and posixpath.basename(path) in real:
+            continue
+        out.setdefault(path, f)
+    return out
+
+
 def _agnhost_files(inp: Inputs, applets: list[str], progress: Progress) -> tuple[dict[str, ImageFile], dict]:
     roots, versions = package_rootfs(AGNHOST_PACKAGES, progress)
     files = tree_files(roots, ROOTFS_SKIP)
-    # busybox fills in the commands Debian's packages do not bring (as Alpine's base does)
-    for path, f in _base(inp.busybox, applets).items():
-        files.setdefault(path, f)
     for path, target in AGNHOST_ALTERNATIVES.items():
         files[path] = symlink(target)
+    files = with_busybox(files, inp.busybox, applets)
     kb = inp.kb
     files.update({
         "agnhost": ImageFile((kb.bindir / "agnhost").read_bytes(), 0o755),
@@ -170,9 +191,7 @@ def _recipes(inp: Inputs, progress: Progress) -> dict[str, Callable[[], dict]]:
 
     def etcd() -> dict:
         roots, _ = package_rootfs(ETCD_PACKAGES, progress)
-        files = tree_files(roots, ROOTFS_SKIP)
-        for path, f in _base(inp.busybox, applets).items():
-            files.setdefault(path, f)
+        files = with_busybox(tree_files(roots, ROOTFS_SKIP), inp.busybox, applets)
         files["usr/local/bin/etcd"] = ImageFile(inp.etcd.read_bytes(), 0o755)
         files["usr/local/bin/etcdctl"] = ImageFile(inp.etcdctl.read_bytes(), 0o755)
         files["var/etcd"] = directory(0o700)
@@ -199,6 +218,18 @@ def _recipes(inp: Inputs, progress: Progress) -> dict[str, Callable[[], dict]]:
             "entrypoint": ["/sample-apiserver"], "cmd": []},
         "etcd": etcd,
     }
+
+
+def conformance_downloads(spec) -> list:
+    """What `verify --conformance` fetches for `spec` (a ClusterSpec): Kubernetes' test
+    binaries, and with a mirror the test images of its minor (without one the nodes pull
+    upstream's images themselves)."""
+    from . import layout
+
+    out = [layout.kubernetes_test(spec.kubernetes.version)]
+    if spec.artifacts.mirror and spec.minor in CONFORMANCE_IMAGES:
+        out += [layout.image(n) for n in dict.fromkeys(i.name for i in CONFORMANCE_IMAGES[spec.minor])]
+    return out
 
 
 def images_key(minor: str, inp: Inputs, extra: dict[str, str]) -> str:

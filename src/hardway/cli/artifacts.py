@@ -92,7 +92,9 @@ def serve(directory: Path, port: int, quiet: bool) -> None:
 @click.option("--update-lock", is_flag=True,
               help="Accept digests that differ from DIR/artifacts.lock (a deliberately rebuilt mirror) "
                    "and record them; review the lock file's diff.")
-def fetch(directory: Path, mirror_: str | None, update_lock: bool) -> None:
+@click.option("--conformance", is_flag=True,
+              help="Also what `verify --conformance` runs: Kubernetes' test binaries and test images.")
+def fetch(directory: Path, mirror_: str | None, update_lock: bool, conformance: bool) -> None:
     """Download and verify everything cluster.yaml needs into the cache (by sha256);
     print where each file is. A second run downloads nothing.
 
@@ -105,6 +107,14 @@ def fetch(directory: Path, mirror_: str | None, update_lock: bool) -> None:
         err.print(f"warning: {w}", markup=False)
     started = time.monotonic()
     r = fetch_for_spec(loaded.spec, directory, _progress, mirror=mirror_, update_lock=update_lock)
+    if conformance:
+        from ..artifacts.fetch import fetch_for_cluster
+        from ..artifacts.testimages import conformance_downloads
+        extra = fetch_for_cluster(loaded.spec, conformance_downloads(loaded.spec), directory, _progress,
+                                  mirror=mirror_, update_lock=update_lock)
+        r.files.update(extra.files)
+        r.downloaded += extra.downloaded
+        r.reused += extra.reused
     for key in sorted(r):
         out.print(f"{key:42} {r[key]}", markup=False, highlight=False)
     out.print(f"{len(r)} artifact(s) from {r.source}: {len(r.downloaded)} downloaded and verified, "

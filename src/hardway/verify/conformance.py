@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..artifacts import layout
-from ..artifacts.fetch import extract_member, fetch_for_cluster
-from ..artifacts.testimages import CONFORMANCE_IMAGES
+from ..artifacts.fetch import FetchFailed, extract_member, fetch_for_cluster
+from ..artifacts.oci import image_digests
+from ..artifacts.testimages import CONFORMANCE_IMAGES, conformance_downloads
 from ..clusterdir import ClusterDir
 from ..deploy.activate import unit_states
 from ..deploy.hosts import Options, connect_all, each_host
@@ -125,38 +126,28 @@ class ConformanceOptions:
 # test binaries and images
 
 
-def test_binaries(spec: ClusterSpec, base_dir: Path, progress: Progress) -> dict[str, Path]:
-    """e2e.test and ginkgo of the cluster's version, fetched (verified, cached) and extracted."""
-    d = layout.kubernetes_test(spec.kubernetes.version)
-    try:
-        got = fetch_for_cluster(spec, [d], base_dir, progress)
-    except OperationError as e:
-        hint = (f"\nA mirror built without --conformance has no test binaries: rebuild it with "
-                f"`hardway artifacts mirror build DIR --from-debian --conformance` (spec.artifacts.mirror is "
-                f"{spec.artifacts.mirror})." if spec.artifacts.mirror else "")
-        raise OperationError(f"cannot get Kubernetes' e2e test binaries: {e}{hint}") from None
-    archive = got.files[d.key]
-    return {b: extract_member(got.store, archive, d.member(b), b) for b in layout.TEST_BINARIES}
-
-
-def test_images(spec: ClusterSpec, base_dir: Path, progress: Progress) -> dict[str, tuple[Path, str]]:
-    """ref -> (cached tarball, mirror name) of every test image the mirror has for the
-    cluster's minor; {} without a mirror (the nodes pull upstream's images themselves)."""
-    if not spec.artifacts.mirror:
-        return {}
-    images = CONFORMANCE_IMAGES.get(spec.minor)
-    if images is None:
+def fetch_conformance(spec: ClusterSpec, base_dir: Path,
+                      progress: Progress) -> tuple[dict[str, Path], dict[str, tuple[Path, str]]]:
+    """e2e.test and ginkgo of the cluster's version (extracted), and ref -> (cached tarball,
+    mirror name) of the test images a mirror has for its minor ({} without a mirror: the nodes
+    pull upstream's images themselves); fetched, verified and locked like every artifact."""
+    if spec.artifacts.mirror and spec.minor not in CONFORMANCE_IMAGES:
         progress(f"hardway makes no test images for Kubernetes {spec.minor}: the nodes must pull "
                  "them from their registries")
-        return {}
-    unique = {img.name: img for img in images}
     try:
-        got = fetch_for_cluster(spec, [layout.image(n) for n in unique], base_dir, progress)
+        got = fetch_for_cluster(spec, conformance_downloads(spec), base_dir, progress)
     except OperationError as e:
-        raise OperationError(
-            f"cannot get the conformance test images from the mirror: {e}\nRebuild it with "
-            f"`hardway artifacts mirror build {spec.artifacts.mirror} --from-debian --conformance`.") from None
-    return {img.ref: (got.files[f"image/{img.name}"], img.name) for img in images}
+        absent = isinstance(e, FetchFailed) and e.absent
+        hint = (f"\nThe mirror lacks {', '.join(e.absent)}: a mirror built without --conformance has no test "
+                f"binaries or images; rebuild it with `hardway artifacts mirror build DIR --from-debian "
+                f"--conformance` (spec.artifacts.mirror is {spec.artifacts.mirror})."
+                if absent and spec.artifacts.mirror else "")
+        raise OperationError(f"cannot get what Kubernetes' conformance tests need: {e}{hint}") from None
+    d = layout.kubernetes_test(spec.kubernetes.version)
+    binaries = {b: extract_member(got.store, got.files[d.key], d.member(b), b) for b in layout.TEST_BINARIES}
+    images = {img.ref: (got.files[f"image/{img.name}"], img.name)
+              for img in CONFORMANCE_IMAGES.get(spec.minor, ()) if f"image/{img.name}" in got.files}
+    return binaries, images
 
 
 def _chunks(path: Path) -> Iterator[bytes]:
@@ -165,10 +156,22 @@ def _chunks(path: Path) -> Iterator[bytes]:
             yield chunk
 
 
+def parse_ctr_images(text: str) -> dict[str, str]:
+    """`ctr images ls` (REF TYPE DIGEST ...) -> image name -> digest."""
+    out = {}
+    for line in text.splitlines()[1:]:
+        cols = line.split()
+        if len(cols) >= 3 and cols[2].startswith("sha256:"):
+            out[cols[0]] = cols[2]
+    return out
+
+
 async def _preload(t: Transport, images: dict[str, tuple[Path, str]], progress: Progress) -> list[str]:
-    """Import into this node's containerd every image it lacks; returns the refs imported."""
-    have = set((await check(t, "ctr -n k8s.io images ls -q", "listing containerd's images", timeout=60)).out.split())
-    missing = {p: name for ref, (p, name) in images.items() if ref not in have}
+    """Import into this node's containerd every image it lacks, or holds with other content (a
+    rebuilt stand-in keeps its name); returns the names of the tarballs imported."""
+    have = parse_ctr_images((await check(t, "ctr -n k8s.io images ls", "listing containerd's images",
+                                         timeout=60)).out)
+    missing = {p: name for ref, (p, name) in images.items() if have.get(ref) != image_digests(p).get(ref)}
     done = []
     for path, name in missing.items():
         # Through a file: `ctr images import` needs a seekable archive.
@@ -339,8 +342,7 @@ def conformance(directory: str | Path = ".", progress: Progress = lambda _m: Non
     report = ConformanceReport()
     k = Kube(cd)
 
-    binaries = test_binaries(spec, cd.root, progress)
-    images = test_images(spec, cd.root, progress)
+    binaries, images = fetch_conformance(spec, cd.root, progress)
     if images:
         progress(f"preloading {len(set(n for _, n in images.values()))} test image(s) on "
                  f"{len(spec.workers)} worker(s)")
