@@ -84,9 +84,11 @@ def test_known_limits_explain_dns_failures_only_when_dns_is_down():
         # the same message with an IP is not a lookup: it stays unexplained
         CaseResult("[sig-network] Services should serve a basic endpoint from pods [Conformance]", "failed", 120,
                    "service is not reachable within 2m0s timeout on endpoint 10.32.0.44:80 over TCP protocol"),
+        CaseResult("[sig-cli] Kubectl client Guestbook application should create and stop a working application "
+                   "[Conformance]", "failed", 600, "Frontend service did not start serving content in 600 seconds."),
     ]
     down = explain(cases, {"dns": "ImagePullBackOff: registry.k8s.io/coredns:1.7.0"})
-    assert [bool(c.limit) for c in down] == [True, True, False, False, True, True, False]
+    assert [bool(c.limit) for c in down] == [True, True, False, False, True, True, False, True]
     assert "ImagePullBackOff" in down[0].limit
     assert all(c.outcome == d.outcome for c, d in zip(cases, down, strict=True))  # never hidden
     assert not any(c.limit for c in explain(cases, {}))  # DNS up: nothing is excused

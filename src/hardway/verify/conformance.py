@@ -59,12 +59,14 @@ class Limit:
     reason: str
 
 
-# Patterns: test names of the DNS tests; what a failed name lookup prints (busybox
-# nslookup/wget, netcat-openbsd, curl, dig, Go); and the e2e framework's own messages when a
-# Service is reached by its name (service.go: the name is tried before the ClusterIP, so
-# "endpoint <name>:<port>", a name where an IP would be, is a lookup that never answered).
+# Patterns: test names of the DNS tests, and of the kubectl Guestbook test (its frontend,
+# agnhost's guestbook.go, calls the Services agnhost-primary and agnhost-replica by name); what a
+# failed name lookup prints (busybox nslookup/wget, netcat-openbsd, curl, dig, Go); and the e2e
+# framework's own messages when a Service is reached by its name (service.go: the name is tried
+# before the ClusterIP, so "endpoint <name>:<port>", a name where an IP would be, is a lookup
+# that never answered).
 KNOWN_LIMITS = (
-    Limit("dns", r"\[sig-network\] DNS |DNS should|DNS configMap|getaddrinfo|bad address|"
+    Limit("dns", r"\[sig-network\] DNS |DNS should|DNS configMap|Guestbook application|getaddrinfo|bad address|"
           r"Name or service not known|Temporary failure in name resolution|Could not resolve host|"
           r"no such host|can't resolve|connection timed out; no servers could be reached|"
           r"server can't find|must resolve to IP|on endpoint [a-z][-a-z0-9.]*:\d+ over",
