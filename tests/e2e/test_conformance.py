@@ -19,18 +19,22 @@ from hardway.material import load_material
 from hardway.render import render_cluster
 from hardway.verify.conformance import parse_junit
 from tests.e2e.cluster_fixture import hw, lab_cluster, log
+from tests.helpers import E2E_TIMEOUT
 from tests.mirror_fixture import mirror  # noqa: F401 (fixture)
 
-pytestmark = pytest.mark.e2e
+# The first test may build the mirror (the Kubernetes build and its test stage, ~12 min on a fresh
+# machine) and brings the cluster up.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(E2E_TIMEOUT)]
 
-# [Conformance] tests of 1.20 that CI runs (about 10 minutes): CRDs and their OpenAPI,
-# admission and conversion webhooks (the control plane reaching pods), and a sample of
-# services, pods, secrets, configmaps and kubectl.
+# [Conformance] tests of 1.20 that CI runs (about 90, a few minutes): CRDs and their OpenAPI,
+# admission and conversion webhooks and the aggregator (the control plane reaching pods), and
+# services, pods, secrets, configmaps and kubectl. Left out, besides [Serial]/[Disruptive]: the
+# tests that reach a Service by name, which need cluster DNS the offline lab cannot run (each
+# waits minutes to fail; `verify --conformance` names them as that limit, see bench/).
 CI_SUBSET = (r"(CustomResourceDefinition|CustomResourcePublishOpenAPI|CustomResourceConversionWebhook|"
-             r"AdmissionWebhook|Services should (serve|provide secure master|find a service|test the lifecycle)|"
-             r"\] Pods should (get a host IP|be updated|delete a collection)|"
-             r"\[sig-api-machinery\] Secrets|\[sig-node\] ConfigMap|"
-             r"Kubectl (label|expose|describe|version|api-versions|cluster-info|server-side dry-run)).*\[Conformance\]")
+             r"AdmissionWebhook|Aggregator|\[sig-network\] Services|\] Pods |Secrets|ConfigMap|"
+             r"\[sig-cli\] Kubectl client).*\[Conformance\]")
+CI_SKIP = r"\[Serial\]|\[Disruptive\]|Guestbook|ExternalName|session affinity|functioning NodePort"
 
 
 @pytest.fixture(scope="module")
@@ -129,27 +133,21 @@ def test_conformance_subset_passes_and_webhooks_reach_pods(cluster, tmp_path):
     c = cluster
     junit = tmp_path / "junit"
     t = time.monotonic()
-    r = hw(c.dir, "verify", "--conformance", "--focus", CI_SUBSET, "--parallel", "4", "--junit", str(junit),
-           timeout=1500)
+    r = hw(c.dir, "verify", "--conformance", "--focus", CI_SUBSET, "--skip", CI_SKIP, "--parallel", "4",
+           "--junit", str(junit), timeout=1500)
     seconds = time.monotonic() - t
     log(f"verify --conformance ({seconds:.0f} s), exit {r.returncode}:\n{r.stdout[-6000:]}\n{r.stderr[-2000:]}")
-    cases = parse_junit(junit, CI_SUBSET, r"\[Serial\]|\[Disruptive\]")
-    assert len(cases) >= 60, f"only {len(cases)} tests ran"
-    failed = [x for x in cases if x.outcome == "failed"]
-    # The offline lab has no CoreDNS image: tests that resolve a Service name fail, and hardway
-    # must say so (exit 3). Every other test must pass.
+    cases = parse_junit(junit, CI_SUBSET, CI_SKIP)
+    assert len(cases) >= 80, f"only {len(cases)} tests ran"
     summary = re.search(r"conformance: (\d+) passed, (\d+) failed.*", r.stdout)
     assert summary, r.stdout[-3000:]
-    assert r.returncode in (0, 3), f"unexplained failures (exit {r.returncode}):\n{r.stdout[-4000:]}"
-    for x in failed:  # each failure printed with its own reason and its own limit line
-        block = r.stdout.split(f"FAIL {x.name}\n", 1)
-        assert len(block) == 2, f"{x.name} failed but is not listed"
-        assert block[1].split("\n")[1].lstrip().startswith("limit:  needs cluster DNS"), block[1][:600]
+    failed = [(x.name, x.reason) for x in cases if x.outcome == "failed"]
+    assert not failed and r.returncode == 0, f"exit {r.returncode}: {failed}"
     webhooks = [x for x in cases if "Webhook" in x.name]
-    assert len(webhooks) >= 18 and all(x.outcome == "passed" for x in webhooks), \
-        [(x.name, x.reason) for x in webhooks if x.outcome != "passed"]
+    assert len(webhooks) >= 18 and all(x.outcome == "passed" for x in webhooks)
     crds = [x for x in cases if "CustomResource" in x.name]
-    assert len(crds) >= 15 and all(x.outcome == "passed" for x in crds), \
-        [(x.name, x.reason) for x in crds if x.outcome != "passed"]
+    assert len(crds) >= 15 and all(x.outcome == "passed" for x in crds)
+    aggregator = [x for x in cases if "Aggregator" in x.name]  # sample-apiserver behind the aggregator
+    assert len(aggregator) == 1 and aggregator[0].outcome == "passed"
     assert "component restarts during the run: none" in r.stdout, r.stdout[-1500:]
     assert list(junit.glob("junit_*.xml")) and (junit / "e2e.log").is_file()

@@ -200,3 +200,31 @@ def test_a_wait_gives_up_on_failed_or_crash_looping_units_only():
     assert given_up({"kube-apiserver.service": ("active", 7 + CRASH_LOOP_RESTARTS)}, base) == {}
     # systemd gave up on it (start limit, or no Restart=): at once
     assert given_up({"etcd.service": ("failed", 0)}, base) == {"etcd.service": "etcd.service has failed"}
+
+
+def test_files_no_longer_rendered_are_removed_and_their_units_stopped(tmp_path):
+    """A file the node's manifest lists that the bundle no longer has is removed (an old CNI
+    config would still be used); a unit file's unit is stopped and disabled first."""
+    (tmp_path / "src").mkdir()
+    d = _desired(tmp_path / "src")
+    old = {"/etc/cni/net.d/05-old.conf", "/etc/systemd/system/old.service"}
+    facts = Facts("worker-0", owned=frozenset(set(d.items) | old | {MANIFEST, "/var/lib/hardway/sums"}),
+                  adopted={"/etc/haproxy/haproxy.cfg": "/var/lib/hardway/backup/etc/haproxy/haproxy.cfg"})
+    facts = Facts(**{**facts.__dict__, "owned": facts.owned | {"/etc/haproxy/haproxy.cfg"}})
+    plan = plan_host(d.bundle, facts, d.items, d.images)
+    assert plan.removes == sorted(old)  # not hardway's state, not an adopted file
+    assert plan.stops == ["old.service"] and plan.daemon_reload
+    assert "remove /etc/cni/net.d/05-old.conf (no longer rendered)" in describe(plan)
+    root = tmp_path / "root"
+    for p in old:
+        (root / p.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (root / p.lstrip("/")).write_text("obsolete")
+    data = b"".join(tar_stream([it for it, _ in plan.writes]))
+    script = push_script(plan, str(root))
+    subprocess.run(["sh", "-c", script], input=data, check=True)
+    assert not any((root / p.lstrip("/")).exists() for p in old)
+    lines = script.splitlines()
+    removal = next(i for i, ln in enumerate(lines) if ln.startswith("rm -f") and "05-old.conf" in ln)
+    manifest_mv = next(i for i, ln in enumerate(lines) if ln.startswith("mv -f") and MANIFEST in ln)
+    assert removal < manifest_mv  # removed while the old manifest still claims them
+    assert "systemctl disable --now old.service" in push_script(plan)  # on a real node

@@ -214,7 +214,7 @@ def test_encryption_config_per_provider():
 def test_cni_and_routes_use_each_nodes_pod_cidr():
     cb = render("basic")
     w1 = cb.nodes["worker-1"]
-    assert '"subnet": "10.200.21.0/24"' in w1.files["/etc/cni/net.d/10-bridge.conf"].content.decode()
+    assert '"subnet": "10.200.21.0/24"' in w1.files["/etc/cni/net.d/10-bridge.conflist"].content.decode()
     routes = w1.files["/etc/systemd/system/hardway-routes.service"].content.decode()
     assert "ExecStart=/sbin/ip route replace 10.200.20.0/24 via 10.240.0.20" in routes
     assert "10.200.21.0/24" not in routes

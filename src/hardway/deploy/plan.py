@@ -6,6 +6,10 @@ interrupted run wrote its files but never restarted it (the node's pending-resta
 systemd reloads once when any unit file changed. `hardway diff` prints these plans;
 `hardway up` carries them out.
 
+A file the node's manifest lists that the bundle no longer has (a scheduler config a newer
+hardway does not render, a CNI file renamed) is removed, its unit stopped and disabled first
+when it is a unit file: an obsolete CNI config left in /etc/cni/net.d would still be used.
+
 A file the host already has, that the node's manifest does not list and that differs from
 ours, is *foreign* (someone else's haproxy.cfg): `up` refuses to replace it unless `--adopt`,
 which keeps the original for a later reset. A package's configuration file as shipped is
@@ -69,11 +73,13 @@ class HostPlan:
     imports: list[str] = field(default_factory=list)  # image tarballs to import into containerd
     foreign: list[str] = field(default_factory=list)  # existing files hardway does not own (foreign())
     adopt: dict[str, str] = field(default_factory=dict)  # taken over, original kept: path -> backup
+    removes: list[str] = field(default_factory=list)  # owned before, no longer rendered (obsolete())
+    stops: list[str] = field(default_factory=list)  # units whose unit file is removed: stopped first
 
     @property
     def empty(self) -> bool:
         return not (self.writes or self.restarts or self.starts or self.daemon_reload
-                    or self.sysctls or self.modules or self.imports)
+                    or self.sysctls or self.modules or self.imports or self.removes)
 
     @property
     def bytes_to_send(self) -> int:
@@ -116,6 +122,16 @@ def adoptions(items: dict, facts: Facts, adopt: bool) -> dict[str, str]:
     return {p: backup_path(p) for p in _not_ours(items, facts) if adopt or p in facts.pristine}
 
 
+UNIT_DIR = "/etc/systemd/system/"
+
+
+def obsolete(items: dict, facts: Facts) -> list[str]:
+    """Paths the node's manifest claims that hardway no longer renders for it. Not hardway's own
+    state, and not an adopted file (its original waits in the backup for a reset)."""
+    return sorted(p for p in facts.owned
+                  if p not in items and not p.startswith(HARDWAY_STATE + "/") and p not in facts.adopted)
+
+
 def plan_host(bundle: Bundle, facts: Facts, items: dict | None = None,
               images: dict[str, list[str]] | None = None, adopt: bool = False) -> HostPlan:
     """`items`: path -> File | Blob (default: the bundle's files); `images`: tarball path ->
@@ -135,7 +151,10 @@ def plan_host(bundle: Bundle, facts: Facts, items: dict | None = None,
                 c = Change(path, FOREIGN)
             plan.writes.append((f, c))
             changed.add(path)
-    plan.daemon_reload = any(p.startswith("/etc/systemd/system/") for p in changed)
+    plan.removes = obsolete(items, facts)
+    plan.stops = [p.removeprefix(UNIT_DIR) for p in plan.removes
+                  if p.startswith(UNIT_DIR) and p.endswith(".service")]
+    plan.daemon_reload = any(p.startswith(UNIT_DIR) for p in (*changed, *plan.removes))
     binaries = {p for p in changed if p.startswith(("/usr/local/bin/", "/opt/cni/bin/"))}
     for unit in bundle.units:
         unit_file = bundle.files.get(f"/etc/systemd/system/{unit.name}")
@@ -168,6 +187,8 @@ def plan_for(d: Desired, facts: Facts, adopt: bool = False) -> HostPlan:
 def describe(plan: HostPlan) -> list[str]:
     """Human lines for `hardway diff` and `up`'s summary."""
     lines = [f"write {c.path} ({c.reason})" for _, c in plan.writes]
+    lines += [f"stop and disable {u} (no longer rendered)" for u in plan.stops]
+    lines += [f"remove {p} (no longer rendered)" for p in plan.removes]
     lines += [f"sysctl {k}: {now or '(unset)'} -> {want}" for k, (now, want) in plan.sysctls.items()]
     lines += [f"load kernel module {m}" for m in plan.modules]
     if plan.daemon_reload:

@@ -79,6 +79,13 @@ def push_script(plan: HostPlan, root: str = "") -> str:
         for it in items:
             if it.path.startswith(conf):
                 lines.append(f"{tool} {q(it.path + SUFFIX)}")
+    # Files no longer rendered go before the manifest that stops claiming them is renamed: a
+    # push cut off here leaves them claimed, and the next run removes them again. A unit whose
+    # file goes is stopped and disabled first (not in a scratch root: no systemd to ask).
+    if plan.stops and not root:
+        lines.append(f"systemctl disable --now {shlex.join(plan.stops)} || true")
+    if plan.removes:
+        lines.append("rm -f " + " ".join(q(p) for p in plan.removes))
     for it in items:
         new, path = q(it.path + SUFFIX), q(it.path)
         lines += [f"chown {shlex.quote(it.owner)} {new}", f"chmod {it.mode:04o} {new}", f"mv -f {new} {path}",

@@ -69,8 +69,6 @@ def containerd_unit(spec: ClusterSpec) -> str:
 def cni_configs(spec: ClusterSpec, node: Node) -> dict[str, bytes]:
     cidr = spec.pod_cidr(node)
     bridge = {
-        "cniVersion": "0.4.0",
-        "name": "bridge",
         "type": "bridge",
         "bridge": "cni0",
         "isGateway": True,
@@ -84,11 +82,17 @@ def cni_configs(spec: ClusterSpec, node: Node) -> dict[str, bytes]:
             "routes": [{"dst": "0.0.0.0/0"}],
         },
     }
+    # A pod's hostPort is the portmap plugin's work (DNAT on the node, and SNAT so that the node
+    # itself, 127.0.0.1 included, reaches it): without it a hostPort is silently ignored, and
+    # the conformance test "no conflict between pods with same hostPort but different hostIP
+    # and protocol" failed.
+    portmap = {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True}
+    chain = {"cniVersion": "0.4.0", "name": "bridge", "plugins": [bridge, portmap]}
     loopback = {"cniVersion": "0.4.0", "name": "lo", "type": "loopback"}
     # JSON allows no comments; the header goes in a key CNI ignores.
     note = header().replace("# ", "").replace("\n", " ").strip()
     return {
-        f"{CNI_DIR}/10-bridge.conf": (json.dumps({"_generated": note, **bridge}, indent=2) + "\n").encode(),
+        f"{CNI_DIR}/10-bridge.conflist": (json.dumps({"_generated": note, **chain}, indent=2) + "\n").encode(),
         f"{CNI_DIR}/99-loopback.conf": (json.dumps({"_generated": note, **loopback}, indent=2) + "\n").encode(),
     }
 
@@ -231,5 +235,5 @@ def render_worker(
     bundle.add_binaries("kubernetes-server", "kubelet", "kube-proxy")
     bundle.add_binaries("containerd", "containerd", "containerd-shim-runc-v2", "ctr")
     bundle.add_binaries("runc", "runc")
-    bundle.add_binaries("cni-plugins", "bridge", "host-local", "loopback")
+    bundle.add_binaries("cni-plugins", "bridge", "host-local", "loopback", "portmap")
     bundle.images.extend(spec.artifacts.images)
