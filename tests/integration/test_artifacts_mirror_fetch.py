@@ -19,10 +19,12 @@ from hardway.artifacts.fetch import Store, fetch_for_spec
 from hardway.artifacts.mirror import PAUSE_IMAGE_NAME, WEB_IMAGE_NAME
 from hardway.artifacts.serve import serving
 from hardway.errors import OperationError
+from tests.helpers import E2E_TIMEOUT
 from tests.mirror_fixture import mirror  # noqa: F401 (fixture)
 from tests.specs import make_spec
 
-pytestmark = pytest.mark.integration
+# The session's first use of the mirror may build it (~15 min on a fresh machine).
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(E2E_TIMEOUT)]
 
 IMAGES = [PAUSE_IMAGE_NAME, WEB_IMAGE_NAME]
 
