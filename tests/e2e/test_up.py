@@ -52,8 +52,11 @@ def started_at(c, node: str, units: list[str]) -> dict[str, str]:
 
 def test_up_interrupted_during_push_then_run_again_converges(cluster):
     c = cluster
+    # SIGINT at its default: a test run started in the background by a non-interactive shell
+    # inherits it ignored, and the Ctrl-C below would be lost.
     proc = subprocess.Popen([sys.executable, "-m", "hardway", "-C", str(c.dir), "up"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = []
     assert proc.stderr is not None
     for line in proc.stderr:
@@ -152,9 +155,12 @@ def test_a_spec_change_restarts_only_what_it_touches(cluster):
     n = node_names(c)
     path = c.dir / "cluster.yaml"
     original = path.read_text()
-    path.write_text(original.replace("kubeProxy:\n", "kubelet:\n  maxPods: 90\n\nkubeProxy:\n", 1))
-    assert load_spec(path).spec.kubelet.max_pods == 90
     try:
+        # Into the lab profile's kubelet section (it has one: failCgroupV1), or a new one.
+        path.write_text(original.replace("\nkubelet:\n", "\nkubelet:\n  maxPods: 90\n", 1)
+                        if "\nkubelet:\n" in original else
+                        original.replace("kubeProxy:\n", "kubelet:\n  maxPods: 90\n\nkubeProxy:\n", 1))
+        assert load_spec(path).spec.kubelet.max_pods == 90
         plans = api.diff(c.dir)
         assert plans[n["c"]].empty
         for w in (n["w0"], n["w1"]):
