@@ -89,12 +89,13 @@ def render(directory: str | Path = ".", out: str | Path | None = None) -> tuple[
 
 
 def up(directory: str | Path = ".", progress=lambda _m: None, timeout: float = 300,
-       parallel: int = 16, local: tuple[str, ...] = (), adopt: bool = False):
+       parallel: int = 16, local: tuple[str, ...] = (), adopt: bool = False, worker_batch: int = 1):
     """Bring the cluster up, or up to date: idempotent (deploy/up.py). A file on a host that
-    hardway does not own and would change is refused, unless `adopt` (its original is kept)."""
+    hardway does not own and would change is refused, unless `adopt` (its original is kept).
+    Running units restart one host at a time, workers `worker_batch` at a time (roll.py)."""
     from .deploy.hosts import Options
     from .deploy.up import up as _up
-    return _up(directory, progress, Options(timeout, parallel, local, adopt))
+    return _up(directory, progress, Options(timeout, parallel, local, adopt, worker_batch))
 
 
 def diff(directory: str | Path = ".", progress=lambda _m: None, parallel: int = 16,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from hardway.deploy.plan import Facts, FileFact, plan_host
+from hardway.deploy.plan import Facts, FileFact, describe, plan_host
 from hardway.render import render_cluster
 from tests.fake_material import fake_material
 from tests.specs import make_spec
@@ -91,3 +91,25 @@ def test_images_are_imported_when_missing_or_rewritten():
     assert plan_host(b, facts, images=images).imports == ["/var/lib/hardway/images/web-1.0.tar"]
     have = replace(facts, images=frozenset({"hardway.local/web:1.0"}))
     assert plan_host(b, have, images=images).imports == []
+
+
+def test_load_balancer_files_reload_haproxy_and_keepalived_and_their_unit_files_restart_them():
+    """A reload keeps HAProxy's listener and keepalived's VIP: no client sees a refused connection."""
+    from hardway.deploy.activate import units_script
+    from hardway.render.bundle import Phase
+    from hardway.render.lb import CHECK_SCRIPT, HAPROXY_CFG
+
+    b, facts = bundle_and_facts("ha-vip", "controller-1")
+    files = dict(facts.files)
+    for path in (HAPROXY_CFG, CHECK_SCRIPT):
+        files[path] = replace(files[path], sha256="0" * 64)
+    p = plan_host(b, replace(facts, files=files))
+    assert p.reloads == ["haproxy.service", "keepalived.service"] and p.restarts == []
+    assert "reload haproxy.service" in describe(p) and not p.empty
+    script = units_script([u for u in b.units if u.phase is Phase.load_balancer], p)
+    assert "systemctl reload haproxy.service\n" in script and "systemctl reload keepalived.service" in script
+    assert "enable" not in script  # running and enabled already
+
+    # A reload an interrupted run owed (push records it as pending) is made up by a restart.
+    p = plan_host(b, replace(facts, pending_restarts=("haproxy.service",)))
+    assert p.restarts == ["haproxy.service"] and p.reloads == []

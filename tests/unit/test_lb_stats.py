@@ -138,12 +138,25 @@ class StatsHost:
 def test_the_stats_are_read_with_socat_from_the_rendered_socket():
     spec = make_spec("ha")
     cfg = haproxy_cfg(spec, "*")
-    assert "    stats socket /run/haproxy/stats.sock mode 600 level user\n" in cfg  # read-only, root only
+    # root only; admin level: `up` drains an apiserver there before restarting it (roll.py)
+    assert "    stats socket /run/haproxy/stats.sock mode 600 level admin\n" in cfg
     assert "stats enable" not in cfg and "stats uri" not in cfg  # no HTTP stats listener
     assert "backend kube-apiserver\n" in cfg
     host = StatsHost("lb-0", [sample("all-up")])
     view = asyncio.run(lbstats.backend_view(host, SERVERS))
     assert view.ok and host.scripts == ["echo 'show stat' | socat -t 5 stdio UNIX-CONNECT:/run/haproxy/stats.sock"]
+
+
+def test_a_server_state_is_set_with_one_quoted_command_and_refused_states_say_so():
+    assert lbstats.set_state_command("controller-1", "drain") == (
+        "echo 'set server kube-apiserver/controller-1 state drain' | socat -t 5 stdio "
+        "UNIX-CONNECT:/run/haproxy/stats.sock")
+    with pytest.raises(ValueError, match="one of ready, drain, maint"):
+        lbstats.set_state_command("controller-1", "up; reboot")
+    # HAProxy answers an accepted `set server` with nothing; anything else is its refusal
+    host = StatsHost("lb-0", ["Permission denied\n"])
+    with pytest.raises(OperationError, match="lb-0: HAProxy did not set kube-apiserver/controller-1 to drain"):
+        asyncio.run(lbstats.set_server_state(host, "controller-1", "drain"))
 
 
 def test_a_host_that_cannot_answer_gives_an_error_view():

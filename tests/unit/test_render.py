@@ -37,7 +37,7 @@ def flatten(cb: ClusterBundle, nodes: list[str] | None = None, secrets: bool = T
         if nodes and name not in nodes:
             continue
         out.append(f"##### node {name} roles={','.join(bundle.roles)}")
-        out.append(f"# units: {[(u.name, u.phase.value, list(u.restart_on)) for u in bundle.units]}")
+        out.append(f"# units: {[(u.name, u.phase.value, list(u.restart_on)) + (('reload_on', list(u.reload_on)) if u.reload_on else ()) for u in bundle.units]}")
         out.append(f"# sysctls: {bundle.sysctls} modules: {bundle.modules} packages: {bundle.packages}")
         out.append(f"# binaries: {[(b.artifact, b.name) for b in bundle.binaries]}")
         for path, f in sorted(bundle.files.items()):

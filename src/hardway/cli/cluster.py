@@ -40,15 +40,21 @@ def _progress():
 @click.option("--adopt", is_flag=True,
               help="Replace files hardway does not own (an existing haproxy.cfg, containerd config, runc), "
                    "keeping each original under /var/lib/hardway/backup/ on its node for a later reset.")
-def up(directory: Path, timeout: float, parallel: int, local: tuple[str, ...], adopt: bool) -> None:
+@click.option("--worker-batch", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Workers restarted at once when a change restarts their kubelet, containerd or "
+                   "kube-proxy (each drained first where kubelet or containerd restarts).")
+def up(directory: Path, timeout: float, parallel: int, local: tuple[str, ...], adopt: bool,
+       worker_batch: int) -> None:
     """Bring the cluster up (or up to date) on its hosts, phase by phase. Idempotent.
 
     PKI and bundles are made as needed, artifacts fetched (or taken from the cache), only
     changed files pushed, only affected services restarted; each phase ends with a health
     wait. On failure: the host, the phase, the command and the unit's journal, exit 1.
     A file that hardway does not own and would change is refused (exit 1) unless --adopt.
+    A change that restarts running units rolls: one controller at a time (its health awaited
+    before the next), workers --worker-batch at a time.
     """
-    report = api.up(directory, _progress(), timeout, parallel, local, adopt)
+    report = api.up(directory, _progress(), timeout, parallel, local, adopt, worker_batch)
     phases = ", ".join(f"{k} {v:.1f}s" for k, v in report.phase_seconds.items())
     out.print(f"cluster up in {report.seconds:.1f}s ({phases}). "
               f"Try: hardway -C {directory} kubectl get nodes")

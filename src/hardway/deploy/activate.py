@@ -37,12 +37,16 @@ def host_settings_script(plan: HostPlan) -> str:
 def units_script(units: list[Unit], plan: HostPlan) -> str:
     restart = [u for u in units if u.name in plan.restarts]
     start = [u for u in units if u.name in plan.starts]
-    if not (restart or start):
+    reload = [u for u in units if u.name in plan.reloads]
+    if not (restart or start or reload):
         return ""
-    lines = ["set -e", f"systemctl enable -q {shlex.join(u.name for u in restart + start)}"]
-    for verb, group in (("restart", restart), ("start", start)):
+    lines = ["set -e"]
+    if restart or start:
+        lines.append(f"systemctl enable -q {shlex.join(u.name for u in restart + start)}")
+    for verb, group in (("restart", restart), ("start", start), ("reload", reload)):
         for u in group:
-            block = u.oneshot or u.name in WAIT_FOR_START
+            # a reload is waited for: it checks the new configuration first and fails if it is bad
+            block = u.oneshot or u.name in WAIT_FOR_START or verb == "reload"
             lines.append(f"systemctl {verb}{'' if block else ' --no-block'} {shlex.quote(u.name)}")
     return "\n".join(lines) + "\n"
 
@@ -67,12 +71,14 @@ async def activate(t: Transport, d: Desired, plan: HostPlan, phase: Phase) -> li
     for group in (before_import, after_import):
         script = units_script(group, plan)
         if script:
-            names = [u.name for u in group if u.name in plan.restarts or u.name in plan.starts]
+            names = [u.name for u in group if u.name in plan.restarts or u.name in plan.starts
+                     or u.name in plan.reloads]
             try:
                 await check(t, script, f"starting {', '.join(names)}", timeout=180)
             except CommandFailed as e:
                 raise CommandFailed(e.node, e.what + "\n" + await journal_tail(t, names), e.result) from e
-            done += [("restart " if n in plan.restarts else "start ") + n for n in names]
+            done += [("restart " if n in plan.restarts else "reload " if n in plan.reloads else "start ") + n
+                     for n in names]
         if group is before_import and plan.imports and phase is Phase.worker:
             await check(t, import_script(plan.imports), f"importing {len(plan.imports)} image(s) into containerd",
                         timeout=300)

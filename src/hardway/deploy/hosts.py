@@ -23,10 +23,13 @@ class Options:
     parallel: int = 16  # hosts worked on at once
     local: tuple[str, ...] = ()  # nodes reached without SSH (this machine)
     adopt: bool = False  # replace foreign files, keeping their originals (plan.foreign)
+    worker_batch: int = 1  # workers restarted at once in a rolling restart (roll.py)
 
     def __post_init__(self) -> None:
         if self.parallel < 1:  # 0 would never start a host: the run would hang
             raise UsageError(f"--parallel {self.parallel}: must be at least 1 (hosts worked on at once)")
+        if self.worker_batch < 1:
+            raise UsageError(f"--worker-batch {self.worker_batch}: must be at least 1 (workers restarted at once)")
 
 
 async def connect_all(spec: ClusterSpec, cd: ClusterDir, names: list[str], opts: Options,

@@ -97,9 +97,34 @@ def judge(states: list[ServerState], servers: list[str], backend: str = HAPROXY_
             else f"{name}: not a server of HAProxy's backend {backend}" for name in servers}
 
 
-def show_stat_command(socket: str = HAPROXY_STATS_SOCKET) -> str:
+def socket_command(command: str, socket: str = HAPROXY_STATS_SOCKET) -> str:
     # -t 5: after sending the command (stdin's EOF), wait up to 5 s for HAProxy's answer.
-    return f"echo 'show stat' | socat -t 5 stdio {shlex.quote('UNIX-CONNECT:' + socket)}"
+    return f"echo {shlex.quote(command)} | socat -t 5 stdio {shlex.quote('UNIX-CONNECT:' + socket)}"
+
+
+def show_stat_command(socket: str = HAPROXY_STATS_SOCKET) -> str:
+    return socket_command("show stat", socket)
+
+
+SERVER_STATES = ("ready", "drain", "maint")
+
+
+def set_state_command(server: str, state: str, socket: str = HAPROXY_STATS_SOCKET) -> str:
+    """`set server`: drain (no new connections, the open ones finish), ready (back in rotation).
+    Held in memory only: a restarted HAProxy starts with every server ready."""
+    if state not in SERVER_STATES:
+        raise ValueError(f"HAProxy server state {state!r}: one of {', '.join(SERVER_STATES)}")
+    return socket_command(f"set server {HAPROXY_BACKEND}/{server} state {state}", socket)
+
+
+async def set_server_state(t: Transport, server: str, state: str, socket: str = HAPROXY_STATS_SOCKET) -> None:
+    """Tell the HAProxy on `t`'s node; OperationError naming the node when it does not take it
+    (HAProxy answers an accepted `set server` with an empty line)."""
+    r = await t.run(set_state_command(server, state, socket), timeout=15)
+    said = (r.out + r.err).strip()
+    if r.rc != 0 or said:
+        raise OperationError(f"{t.node}: HAProxy did not set {HAPROXY_BACKEND}/{server} to {state} "
+                             f"(exit {r.rc}): {said[:200] or 'no answer'}")
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,8 @@
 A file is written when its content, mode or owner differs. A unit restarts when a file in its
 `restart_on` was written, when the binary it runs was replaced, or when an earlier,
 interrupted run wrote its files but never restarted it (the node's pending-restarts record).
+A unit that can re-read its files without dropping connections (HAProxy, keepalived) is
+reloaded instead when only a file in its `reload_on` was written.
 systemd reloads once when any unit file changed. `hardway diff` prints these plans;
 `hardway up` carries them out.
 
@@ -67,6 +69,7 @@ class HostPlan:
     writes: list[tuple[object, Change]] = field(default_factory=list)  # (File | Blob, Change)
     daemon_reload: bool = False
     restarts: list[str] = field(default_factory=list)
+    reloads: list[str] = field(default_factory=list)  # running units told to re-read their files (Unit.reload_on)
     starts: list[str] = field(default_factory=list)  # units not running yet
     sysctls: dict[str, tuple[str, str]] = field(default_factory=dict)  # key -> (now, wanted)
     modules: list[str] = field(default_factory=list)  # to load
@@ -78,7 +81,7 @@ class HostPlan:
 
     @property
     def empty(self) -> bool:
-        return not (self.writes or self.restarts or self.starts or self.daemon_reload
+        return not (self.writes or self.restarts or self.reloads or self.starts or self.daemon_reload
                     or self.sysctls or self.modules or self.imports or self.removes)
 
     @property
@@ -165,6 +168,8 @@ def plan_host(bundle: Bundle, facts: Facts, items: dict | None = None,
         elif (any(p in changed for p in unit.restart_on) or runs_changed_binary
               or unit.name in facts.pending_restarts):
             plan.restarts.append(unit.name)
+        elif any(p in changed for p in unit.reload_on):
+            plan.reloads.append(unit.name)
     for key, wanted in bundle.sysctls.items():
         now = facts.sysctls.get(key, "")
         if " ".join(now.split()) != " ".join(wanted.split()):
@@ -195,6 +200,7 @@ def describe(plan: HostPlan) -> list[str]:
         lines.append("systemctl daemon-reload")
     lines += [f"start {u}" for u in plan.starts]
     lines += [f"restart {u}" for u in plan.restarts]
+    lines += [f"reload {u}" for u in plan.reloads]
     lines += [f"import image {p}" for p in plan.imports]
     return lines
 
@@ -206,9 +212,10 @@ def summary(plans: Iterable[HostPlan]) -> str:
         return f"no changes on any of {len(plans)} host(s)"
     files = sum(len(p.writes) for p in changed)
     restarts = sum(len(p.restarts) for p in changed)
+    reloads = sum(len(p.reloads) for p in changed)
     starts = sum(len(p.starts) for p in changed)
     return (f"{len(changed)} of {len(plans)} host(s) change: {files} file(s) to write, "
-            f"{starts} unit(s) to start, {restarts} to restart")
+            f"{starts} unit(s) to start, {restarts} to restart" + (f", {reloads} to reload" if reloads else ""))
 
 
 __all__ = ["FOREIGN", "Change", "Facts", "FileFact", "HostPlan", "adoptions", "describe", "foreign", "plan_for",

@@ -67,8 +67,8 @@ def push_script(plan: HostPlan, root: str = "") -> str:
 
     dirs = sorted({str(PurePosixPath(it.path).parent) for it in items} | {str(PurePosixPath(PENDING).parent)})
     lines = ["set -eu", "umask 022", "mkdir -p " + " ".join(q(d) for d in dirs)]
-    if plan.restarts:
-        lines.append(f"printf '%s\\n' {shlex.join(plan.restarts)} >> {q(PENDING)}")
+    if plan.restarts or plan.reloads:  # a reload cut off is made up for by a restart next time
+        lines.append(f"printf '%s\\n' {shlex.join(plan.restarts + plan.reloads)} >> {q(PENDING)}")
     for path, backup in sorted(plan.adopt.items()):
         lines.append(_keep_original(q(path), q(backup), q(str(PurePosixPath(backup).parent))))
     manifest_written = any(it.path == MANIFEST for it in items)

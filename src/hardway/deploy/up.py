@@ -34,7 +34,7 @@ from ..spec.load import load_spec
 from ..spec.model import APISERVER_PORT, ClusterSpec, Role
 from ..spec.presets import require_lab_profile
 from . import activate as act
-from . import lbstats
+from . import lbstats, roll
 from .desired import BACKUP_DIR, MANIFEST, Desired, desired_for, file_sha256
 from .facts import gather
 from .health import Api, Identity, apiserver_ready, etcd_health, identity, wait_for
@@ -149,8 +149,8 @@ class Session:
         return list(self.p.desired)
 
     def plans_touch(self, unit: str) -> bool:
-        """Whether this run starts or restarts `unit` anywhere."""
-        return any(unit in p.starts or unit in p.restarts for p in self.plans.values())
+        """Whether this run starts, restarts or reloads `unit` anywhere."""
+        return any(unit in p.starts or unit in p.restarts or unit in p.reloads for p in self.plans.values())
 
     async def open(self) -> None:
         self.t = await connect_all(self.p.spec, self.p.cd, self.names, self.opts, self.progress)
@@ -199,6 +199,7 @@ class PhaseFailed(OperationError):
 
 
 async def _phase_hosts(s: Session, phase: Phase) -> None:
+    """The phase on every host: starts together, restarts of running units in turns (roll.py)."""
     async def one(name: str) -> None:
         try:
             done = await act.activate(s.t[name], s.p.desired[name], s.plans[name], phase)
@@ -207,9 +208,11 @@ async def _phase_hosts(s: Session, phase: Phase) -> None:
         if done:
             s.progress(f"  {name}: {', '.join(done)}")
 
-    names = [n for n in s.names if act.units_in(s.p.desired[n], phase)
-             or (phase is Phase.host and (s.plans[n].sysctls or s.plans[n].modules))]
-    await each_host(names, one, s.opts.parallel)
+    holder = await roll.vip_holder(s) if phase is Phase.load_balancer else None
+    try:
+        await roll.activate_phase(s, phase, one, holder)
+    except roll.RollFailed as e:
+        raise PhaseFailed(str(e)) from None
 
 
 SETTLE_SECONDS = 20
@@ -229,7 +232,7 @@ async def _settled(s: Session, phase: Phase) -> None:
     async def probe() -> tuple[bool, str]:
         async def one(name: str) -> None:
             units = [u.name for u in act.units_in(s.p.desired[name], phase)]
-            touched = set(s.plans[name].starts) | set(s.plans[name].restarts)
+            touched = set(s.plans[name].starts) | set(s.plans[name].restarts) | set(s.plans[name].reloads)
             states = await act.unit_states(s.t[name], units)
             bad_units[name] = act.unsettled(states, touched, seen.get(name))
             seen[name] = states
@@ -412,7 +415,8 @@ async def _up(s: Session, report: UpReport) -> None:
             progress(f"{name}: up to date")
         else:
             progress(f"{name}: {len(plan.writes)} file(s) to write ({_mb(plan.bytes_to_send)}), "
-                     f"{len(plan.starts)} unit(s) to start, {len(plan.restarts)} to restart")
+                     f"{len(plan.starts)} unit(s) to start, {len(plan.restarts)} to restart"
+                     + (f", {len(plan.reloads)} to reload" if plan.reloads else ""))
     report.changed = any(not p.empty for p in s.plans.values())
 
     @contextmanager
@@ -459,6 +463,8 @@ async def _up(s: Session, report: UpReport) -> None:
             await _phase_hosts(s, Phase.load_balancer)
             lb_hosts = [n.name for n in spec.nodes if act.units_in(s.p.desired[n.name], Phase.load_balancer)]
             haproxies = [h for h in lb_hosts if "haproxy.service" in s.p.desired[h].unit_names]
+            if not s.plans_touch("haproxy.service"):
+                await roll.all_ready(s)  # an interrupted roll may have left an apiserver drained
             await _wait(s, "load-balancer", f"every apiserver UP in HAProxy's view on {', '.join(haproxies)}, "
                         f"and the API through the load balancer at {spec.api_server_url}",
                         _lb_probe(s, haproxies, admin), lb_hosts, ["haproxy.service", "keepalived.service"],
@@ -479,7 +485,7 @@ async def _up(s: Session, report: UpReport) -> None:
                     _nodes(api, workers, "not Ready", bool), workers,
                     ["kubelet.service", "kube-proxy.service", "containerd.service"])
         await _settled(s, Phase.worker)
-    pending = [n for n in s.names if s.facts[n].pending_restarts or s.plans[n].restarts]
+    pending = [n for n in s.names if s.facts[n].pending_restarts or s.plans[n].restarts or s.plans[n].reloads]
     await each_host(pending, lambda n: act.clear_pending(s.t[n]), s.opts.parallel)
 
 

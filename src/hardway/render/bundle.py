@@ -41,6 +41,9 @@ class Unit:
     restart_on: tuple[str, ...] = ()
     # Oneshot units are run, not kept running.
     oneshot: bool = False
+    # A change to any of these paths reloads the unit instead (`systemctl reload`): it keeps
+    # its listening sockets, so clients see no refused connection (HAProxy, keepalived).
+    reload_on: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,7 @@ class Bundle:
         path = f"/etc/systemd/system/{unit.name}"
         self.add(File(path, content.encode()))
         self.units.append(
-            Unit(unit.name, unit.phase, tuple(dict.fromkeys((path, *unit.restart_on))), unit.oneshot)
+            Unit(unit.name, unit.phase, tuple(dict.fromkeys((path, *unit.restart_on))), unit.oneshot, unit.reload_on)
         )
 
     def add_binaries(self, artifact: str, *names: str) -> None:

@@ -90,7 +90,9 @@ def _haproxy(spec: ClusterSpec, material: Material, bundle: Bundle, bind: str) -
     # socat: `up` and `verify` read HAProxy's stats socket with it (deploy/lbstats.py).
     bundle.packages += ["haproxy", "socat"]
     bundle.units.append(
-        Unit("haproxy.service", Phase.load_balancer, restart_on=(HAPROXY_CFG, HAPROXY_CA, HAPROXY_CRT))
+        # Reloaded, not restarted: HAProxy's master keeps the listening socket while new
+        # workers read the new configuration and certificates (Debian's unit: -Ws, USR2).
+        Unit("haproxy.service", Phase.load_balancer, reload_on=(HAPROXY_CFG, HAPROXY_CA, HAPROXY_CRT))
     )
 
 
@@ -146,5 +148,6 @@ def render_lb(spec: ClusterSpec, node: Node, material: Material, bundle: Bundle)
         bundle.add(File(CHECK_SCRIPT, check_script(spec).encode(), 0o700))
         bundle.packages += ["keepalived", "curl"]
         bundle.units.append(
-            Unit("keepalived.service", Phase.load_balancer, restart_on=(KEEPALIVED_CONF, CHECK_SCRIPT))
+            # SIGHUP re-reads the configuration without giving up the VIP.
+            Unit("keepalived.service", Phase.load_balancer, reload_on=(KEEPALIVED_CONF, CHECK_SCRIPT))
         )
