@@ -8,73 +8,21 @@ changes nothing.
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
-import threading
 import time
 
 import pytest
 
 from hardway.clusterdir import ClusterDir
-from hardway.deploy.health import identity
 from hardway.spec.load import load_spec
-from tests.e2e.cluster_fixture import hw, lab_cluster, log
+from tests.e2e.cluster_fixture import Writer, hw, lab_cluster, log
 from tests.helpers import E2E_TIMEOUT
 from tests.mirror_fixture import mirror  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(E2E_TIMEOUT)]
 
 TAMPER = "\n# changed by test_rolling: hardway up puts the rendered file back\n"
-
-
-class Writer(threading.Thread):
-    """Creates ConfigMaps through the LB, `rate` per second, a new TLS connection each (as many
-    independent clients would): every failure is kept with its reason."""
-
-    def __init__(self, spec, cd: ClusterDir, rate: float = 6.0) -> None:
-        super().__init__(daemon=True)
-        self.host, self.port = str(spec.api_host), spec.api_port
-        self.ctx = identity(cd, "ca", "admin").context()
-        self.interval = 1 / rate
-        self.stop = threading.Event()
-        self.created: list[str] = []
-        self.failures: list[str] = []
-        self.started = self.ended = 0.0
-
-    def write(self, name: str) -> str | None:
-        body = json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
-                           "data": {"k": "v"}})
-        conn = http.client.HTTPSConnection(self.host, self.port, context=self.ctx, timeout=10)
-        try:
-            conn.request("POST", "/api/v1/namespaces/default/configmaps", body,
-                         {"Content-Type": "application/json"})
-            r = conn.getresponse()
-            text = r.read()
-            return None if r.status == 201 else f"HTTP {r.status}: {text[:200]!r}"
-        except (OSError, http.client.HTTPException) as e:
-            return f"{type(e).__name__}: {e}"
-        finally:
-            conn.close()
-
-    def run(self) -> None:
-        self.started = time.monotonic()
-        i = 0
-        while not self.stop.is_set():
-            t = time.monotonic()
-            name = f"roll-{i:05d}"
-            why = self.write(name)
-            if why is None:
-                self.created.append(name)
-            else:
-                self.failures.append(f"{time.monotonic() - self.started:6.1f} s {name}: {why}")
-            i += 1
-            self.stop.wait(max(0.0, self.interval - (time.monotonic() - t)))
-        self.ended = time.monotonic()
-
-    @property
-    def rate(self) -> float:
-        return (len(self.created) + len(self.failures)) / max(self.ended - self.started, 1e-9)
 
 
 def start_times(c, node: str, unit: str) -> int:
