@@ -1,16 +1,20 @@
-"""Rolling activation on `ha` (1 HAProxy + 3 controllers + 2 workers) on lab machines: one
+"""Rolling activation on `ha` (1 HAProxy + 3 controllers + 2 workers) on lab machines, while a
+client writes ConfigMaps through the load balancer at ~6/s, each on a new connection: one
 `up` that restarts etcd and kube-apiserver on every controller, the kubelet on every worker
-and reloads HAProxy, while a client writes ConfigMaps through the load balancer at ~6/s, each
-on a new connection. No write may fail; the restarts must take turns (never two etcd members
-or two apiservers down at once); every worker is drained and uncordoned; a following `up`
-changes nothing.
+and reloads HAProxy; then rebuilt Kubernetes binaries (the upgrade machinery). No write may
+fail; the restarts take turns (never two etcd members or two apiservers down at once) in the
+version-skew order; every worker is drained and uncordoned; a following `up` changes nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
+import shutil
 import time
+from pathlib import Path
 
 import pytest
 
@@ -25,68 +29,134 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(E2E_TIMEOUT)]
 TAMPER = "\n# changed by test_rolling: hardway up puts the rendered file back\n"
 
 
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, mirror):  # noqa: F811
+    with lab_cluster(tmp_path_factory.mktemp("rolling") / "cluster", "ha", "hwroll", 85, mirror) as c:
+        c.spec = load_spec(c.dir / "cluster.yaml").spec
+        r = hw(c.dir, "up")
+        assert r.returncode == 0, r.stderr[-3000:]
+        yield c
+
+
 def start_times(c, node: str, unit: str) -> int:
     out = c.ok(node, f"systemctl show -p ExecMainStartTimestampMonotonic --value {unit}")
     return int(out.strip())
 
 
-def test_a_change_everywhere_rolls_with_no_failed_write(tmp_path, mirror):  # noqa: F811
-    with lab_cluster(tmp_path / "cluster", "ha", "hwroll", 85, mirror) as c:
-        c.spec = load_spec(c.dir / "cluster.yaml").spec
-        r = hw(c.dir, "up")
-        assert r.returncode == 0, r.stderr[-3000:]
-        controllers = [n.name for n in c.spec.controllers]
-        workers = [n.name for n in c.spec.workers]
-        lb = c.spec.lb_node.name
+def rolled_up(c, what: str) -> str:
+    """`hardway up` while a Writer writes through the LB: no write fails, every one is kept,
+    no node is left cordoned. Returns up's output."""
+    writer = Writer(c.spec, ClusterDir(c.dir))
+    writer.start()
+    time.sleep(3)  # writes flowing before the first restart
+    t = time.monotonic()
+    r = hw(c.dir, "up", timeout=1200)
+    took = time.monotonic() - t
+    time.sleep(3)
+    writer.stop.set()
+    writer.join(30)
+    log(f"{what}: up {took:.1f} s, {len(writer.created)} writes at {writer.rate:.1f}/s, "
+        f"{len(writer.failures)} failed\n{r.stderr[-6000:]}")
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert writer.rate >= 5, writer.rate
+    assert not writer.failures, "\n".join(writer.failures[:30])
+    names = set(hw(c.dir, "kubectl", "get", "configmaps", "-o", "name").stdout.split())
+    missing = [n for n in writer.created if f"configmap/{n}" not in names]
+    assert not missing, missing[:20]
+    nodes = json.loads(hw(c.dir, "kubectl", "get", "nodes", "-o", "json").stdout)["items"]
+    assert not [n["metadata"]["name"] for n in nodes if n["spec"].get("unschedulable")]
+    return r.stderr
 
-        # Restarts on every host: a unit file edited by hand on each controller (etcd) and
-        # worker (kubelet), a flag of every apiserver (the NodePort range), HAProxy's config.
-        for n in controllers:
-            c.ok(n, f"printf %s '{TAMPER}' >> /etc/systemd/system/etcd.service")
-        for n in workers:
-            c.ok(n, f"printf %s '{TAMPER}' >> /etc/systemd/system/kubelet.service")
-        c.ok(lb, f"printf %s '{TAMPER}' >> /etc/haproxy/haproxy.cfg")
-        spec_path = c.dir / "cluster.yaml"
-        text = spec_path.read_text()
-        assert "serviceNodePortRange" not in text
-        spec_path.write_text(text.replace("  podCIDR:", "  serviceNodePortRange: 30000-32766\n  podCIDR:", 1))
-        assert load_spec(spec_path).spec.network.service_node_port_range == "30000-32766"
 
-        writer = Writer(c.spec, ClusterDir(c.dir))
-        writer.start()
-        time.sleep(3)  # writes flowing before the first restart
-        t = time.monotonic()
-        r = hw(c.dir, "up", timeout=1200)
-        took = time.monotonic() - t
-        time.sleep(3)
-        writer.stop.set()
-        writer.join(30)
-        log(f"rolling up: {took:.1f} s, {len(writer.created)} writes at {writer.rate:.1f}/s, "
-            f"{len(writer.failures)} failed\n{r.stderr[-6000:]}")
-        assert r.returncode == 0, r.stderr[-4000:]
-        assert writer.rate >= 5, writer.rate
-        assert not writer.failures, "\n".join(writer.failures[:30])
+def turns(out: str, phase: str, units: str) -> list[str]:
+    """The hosts of the rolling restart of `units` in `phase`, in their order."""
+    m = re.search(rf"rolling restart of {phase} \({re.escape(units)}\) on \d+ host\(s\), 1 at a time: (.*)", out)
+    assert m, f"no rolling restart of {phase} ({units}):\n{out[-4000:]}"
+    return m.group(1).split(", ")
 
-        out = r.stderr
-        for phase, hosts in (("etcd", controllers), ("control-plane", controllers), ("workers", workers)):
-            m = re.search(rf"rolling restart of {phase} on {len(hosts)} host\(s\), 1 at a time: (.*)", out)
-            assert m, f"no rolling restart of {phase}:\n{out[-4000:]}"
-            assert m.group(1).split(", ") == hosts
-        assert f"{lb}: reload haproxy.service" in out
-        for w in workers:
-            assert f"{w}: draining" in out and f"{w}: uncordoned" in out
-        # Turns, not all at once: each member started after the previous one was back.
-        for unit in ("etcd.service", "kube-apiserver.service"):
-            starts = [start_times(c, n, unit) for n in controllers]
-            gaps = [(b - a) / 1e6 for a, b in zip(starts, starts[1:], strict=False)]
-            log(f"{unit} started at {gaps} s after the previous controller's")
-            assert all(g > 0.5 for g in gaps), (unit, gaps)
 
-        nodes = json.loads(hw(c.dir, "kubectl", "get", "nodes", "-o", "json").stdout)["items"]
-        assert not [n["metadata"]["name"] for n in nodes if n["spec"].get("unschedulable")]
-        names = set(hw(c.dir, "kubectl", "get", "configmaps", "-o", "name").stdout.split())
-        missing = [n for n in writer.created if f"configmap/{n}" not in names]
-        assert not missing, missing[:20]
+def test_a_change_everywhere_rolls_with_no_failed_write(cluster):
+    c = cluster
+    controllers = [n.name for n in c.spec.controllers]
+    workers = [n.name for n in c.spec.workers]
+    lb = c.spec.lb_node.name
 
-        r = hw(c.dir, "up")
-        assert r.returncode == 0 and "done, nothing changed" in r.stderr, r.stderr[-2000:]
+    # Restarts on every host: a unit file edited by hand on each controller (etcd) and
+    # worker (kubelet), a flag of every apiserver (the NodePort range), HAProxy's config.
+    for n in controllers:
+        c.ok(n, f"printf %s '{TAMPER}' >> /etc/systemd/system/etcd.service")
+    for n in workers:
+        c.ok(n, f"printf %s '{TAMPER}' >> /etc/systemd/system/kubelet.service")
+    c.ok(lb, f"printf %s '{TAMPER}' >> /etc/haproxy/haproxy.cfg")
+    spec_path = c.dir / "cluster.yaml"
+    text = spec_path.read_text()
+    assert "serviceNodePortRange" not in text
+    spec_path.write_text(text.replace("  podCIDR:", "  serviceNodePortRange: 30000-32766\n  podCIDR:", 1))
+    assert load_spec(spec_path).spec.network.service_node_port_range == "30000-32766"
+
+    out = rolled_up(c, "a change everywhere")
+    assert turns(out, "etcd", "etcd") == controllers
+    assert turns(out, "control-plane", "kube-apiserver") == controllers
+    assert turns(out, "workers", "kubelet") == workers
+    assert f"{lb}: reload haproxy.service" in out
+    for w in workers:
+        assert f"{w}: draining" in out and f"{w}: uncordoned" in out
+    # Turns, not all at once: each member started after the previous one was back.
+    for unit in ("etcd.service", "kube-apiserver.service"):
+        starts = [start_times(c, n, unit) for n in controllers]
+        gaps = [(b - a) / 1e6 for a, b in zip(starts, starts[1:], strict=False)]
+        log(f"{unit} started at {gaps} s after the previous controller's")
+        assert all(g > 0.5 for g in gaps), (unit, gaps)
+    r = hw(c.dir, "up")
+    assert r.returncode == 0 and "done, nothing changed" in r.stderr, r.stderr[-2000:]
+
+
+def rebuilt_mirror(source: Path, target: Path, version: str, binaries: list[str]) -> None:
+    """A copy of the mirror (symlinks) whose `binaries` are "rebuilt": the same programs with
+    bytes appended (an ELF runs as before), with their published checksums."""
+    shutil.copytree(source, target, copy_function=os.symlink)
+    where = Path("dl.k8s.io/release", f"v{version}", "bin/linux/amd64")
+    for name in binaries:
+        path = target / where / name
+        data = (source / where / name).read_bytes() + b"\0rebuilt by test_rolling\0"
+        path.unlink()
+        path.write_bytes(data)
+        path.chmod(0o755)
+        (target / where / f"{name}.sha256").unlink()
+        (target / where / f"{name}.sha256").write_text(hashlib.sha256(data).hexdigest())
+
+
+def test_rebuilt_binaries_roll_in_the_version_skew_order_with_no_failed_write(cluster, mirror, tmp_path):  # noqa: F811
+    """The upgrade machinery (deploy/upgrade.py) with the one Kubernetes version obtainable here:
+    new kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and kube-proxy binaries."""
+    c = cluster
+    controllers = [n.name for n in c.spec.controllers]
+    workers = [n.name for n in c.spec.workers]
+    version = c.spec.kubernetes.version
+    rebuilt = tmp_path / "rebuilt-mirror"
+    rebuilt_mirror(Path(mirror), rebuilt, version, ["kube-apiserver", "kube-controller-manager", "kube-scheduler",
+                                                   "kubelet", "kube-proxy"])
+    spec_path = c.dir / "cluster.yaml"
+    text = spec_path.read_text()
+    assert text.count(str(mirror)) == 1
+    spec_path.write_text(text.replace(str(mirror), str(rebuilt)))
+    r = hw(c.dir, "diff")
+    assert r.returncode != 0 and "artifacts.lock" in (r.stdout + r.stderr), r.stdout + r.stderr  # refused first
+    r = hw(c.dir, "artifacts", "fetch", "--update-lock")
+    assert r.returncode == 0, r.stderr[-2000:]
+
+    out = rolled_up(c, "rebuilt binaries")
+    assert "Kubernetes binaries change" in out
+    apiservers = out.index("rolling restart of control-plane (kube-apiserver)")
+    others = out.index("rolling restart of control-plane (kube-controller-manager, kube-scheduler)")
+    kubelets = out.index("rolling restart of workers (kube-proxy, kubelet)")
+    assert apiservers < others < kubelets
+    assert turns(out, "control-plane", "kube-apiserver") == controllers
+    assert turns(out, "control-plane", "kube-controller-manager, kube-scheduler") == controllers
+    assert turns(out, "workers", "kube-proxy, kubelet") == workers
+    want = hashlib.sha256((rebuilt / "dl.k8s.io/release" / f"v{version}" / "bin/linux/amd64/kubelet")
+                          .read_bytes()).hexdigest()
+    for w in workers:
+        assert c.ok(w, "sha256sum /usr/local/bin/kubelet").split()[0] == want
+    r = hw(c.dir, "up")
+    assert r.returncode == 0 and "done, nothing changed" in r.stderr, r.stderr[-2000:]

@@ -49,8 +49,9 @@ def session(preset: str, restarts: dict[str, list[str]], starts: dict[str, list[
 
 
 def run_phase(s, log, phase: Phase, healthy=None, holder=None):
-    async def run_host(name: str) -> None:
-        log.append(f"activate {name}")
+    async def run_host(name: str, only=None) -> None:
+        log.append(f"activate {name}" + (f" {','.join(sorted(u.removesuffix('.service') for u in only))}"
+                                          if only is not None and phase is Phase.control_plane else ""))
         s.t[name].generation += 1  # systemd restarted its units: new invocation
 
     step = roll.ROLL[phase]
@@ -83,7 +84,7 @@ def test_restarts_take_turns_each_awaiting_its_own_health_and_first_starts_go_to
     run_phase(s, log, Phase.etcd)
     acts = [ln for ln in log if ln.split()[0] in ("activate", "before", "healthy", "after")]
     assert acts == [x for c in ctl for x in (f"before {c}", f"activate {c}", f"healthy {c}", f"after {c}")]
-    assert "  rolling restart of etcd on 3 host(s), 1 at a time: controller-0, controller-1, controller-2" in log
+    assert "  rolling restart of etcd (etcd) on 3 host(s), 1 at a time: controller-0, controller-1, controller-2" in log
 
     # A first `up`: only starts, every member together (etcd's first members need each other).
     s, log = session("ha", {}, {c: ["etcd.service"] for c in ctl})
@@ -123,7 +124,7 @@ def test_a_turn_waits_for_systemd_to_have_restarted_the_units_before_probing_hea
     s, log = session("ha", {"controller-0": ["etcd.service"]})
     s.opts.timeout = 1.0
 
-    async def run_host(name: str) -> None:  # the restart never happens: same invocation
+    async def run_host(name: str, only=None) -> None:  # the restart never happens: same invocation
         log.append(f"activate {name}")
 
     with pytest.raises(roll.RollFailed, match="controller-0: not restarted yet: etcd.service"):
@@ -135,3 +136,20 @@ def test_invocations_parse_and_batch_bounds():
     assert roll.parse_invocations(text) == {"etcd.service": ("abc", "active"), "x.service": ("", "failed")}
     with pytest.raises(UsageError, match="--worker-batch 0"):
         Options(worker_batch=0)
+
+
+def test_every_apiserver_restarts_before_any_controller_manager_or_scheduler():
+    """The version-skew policy's order within the control plane (an upgrade restarts them all)."""
+    ctl = ["controller-0", "controller-1", "controller-2"]
+    units = ["kube-apiserver.service", "kube-controller-manager.service", "kube-scheduler.service"]
+    s, log = session("ha", {c: list(units) for c in ctl})
+    run_phase(s, log, Phase.control_plane)
+    acts = [ln for ln in log if ln.startswith("activate")]
+    assert acts == [f"activate {c} kube-apiserver" for c in ctl] + [
+        f"activate {c} kube-controller-manager,kube-scheduler" for c in ctl]
+    # a host that restarts its apiserver and starts its (stopped) scheduler does both
+    s, log = session("ha", {c: ["kube-apiserver.service"] for c in ctl}, {"controller-2": ["kube-scheduler.service"]})
+    run_phase(s, log, Phase.control_plane)
+    acts = [ln for ln in log if ln.startswith("activate")]
+    assert acts[-1] == "activate controller-2 kube-controller-manager,kube-scheduler"
+    assert acts[:3] == [f"activate {c} kube-apiserver" for c in ctl]

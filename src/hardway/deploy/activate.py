@@ -59,13 +59,15 @@ async def daemon_reload(t: Transport) -> None:
     await check(t, "systemctl daemon-reload", "systemctl daemon-reload", timeout=60)
 
 
-async def activate(t: Transport, d: Desired, plan: HostPlan, phase: Phase) -> list[str]:
-    """Carry out `phase` on this host; returns what was done (for progress output)."""
+async def activate(t: Transport, d: Desired, plan: HostPlan, phase: Phase,
+                   only: frozenset[str] | None = None) -> list[str]:
+    """Carry out `phase` on this host, or of its units just `only` (a wave of a rolling
+    restart); returns what was done (for progress output)."""
     done: list[str] = []
     if phase is Phase.host and (plan.modules or plan.sysctls):
         await check(t, host_settings_script(plan), "kernel settings (modules, sysctls)", timeout=60)
         done += [f"sysctl {k}" for k in plan.sysctls] + [f"module {m}" for m in plan.modules]
-    units = units_in(d, phase)
+    units = [u for u in units_in(d, phase) if only is None or u.name in only]
     before_import = [u for u in units if u.name == "containerd.service"]
     after_import = [u for u in units if u.name != "containerd.service"]
     for group in (before_import, after_import):

@@ -54,9 +54,36 @@ class RollFailed(OperationError):
     pass
 
 
-def restarting(s: Session, phase: Phase) -> list[str]:
-    """Hosts that restart a running unit of `phase`, in spec order."""
-    return [n for n in s.names if any(u.name in s.plans[n].restarts for u in act.units_in(s.p.desired[n], phase))]
+# Within a phase, restarts roll in waves: every host's turn of one wave before the next wave
+# begins. The apiservers all restart before any controller manager or scheduler: the
+# version-skew policy wants those never newer than an apiserver they may reach (an upgrade
+# changes every binary at once). None: the phase's units no earlier wave took.
+WAVES: dict[Phase, tuple[frozenset[str] | None, ...]] = {
+    Phase.control_plane: (frozenset({"kube-apiserver.service"}), None),
+}
+
+
+def waves(s: Session, phase: Phase) -> list[frozenset[str]]:
+    """The unit names of each wave of `phase`, across the cluster's bundles."""
+    every = frozenset(u.name for n in s.names for u in act.units_in(s.p.desired[n], phase))
+    out, taken = [], frozenset()
+    for w in WAVES.get(phase, (None,)):
+        units = (every - taken) if w is None else (w & every)
+        if units:
+            out.append(units)
+            taken |= units
+    return out
+
+
+def restarting(s: Session, phase: Phase, units: frozenset[str] | None = None) -> list[str]:
+    """Hosts that restart a running unit of `phase` (of `units`, when given), in spec order."""
+    return [n for n in s.names if _restarting_units(s, n, phase, units)]
+
+
+def _has_work(s: Session, host: str, phase: Phase, units: frozenset[str]) -> bool:
+    plan = s.plans[host]
+    return any(u.name in units and u.name in (*plan.starts, *plan.restarts, *plan.reloads)
+               for u in act.units_in(s.p.desired[host], phase))
 
 
 def starting_only(s: Session, phase: Phase, rolled: list[str]) -> list[str]:
@@ -75,8 +102,9 @@ def _quiet(_msg: str) -> None:
     pass
 
 
-def _restarting_units(s: Session, host: str, phase: Phase) -> list[str]:
-    return [u.name for u in act.units_in(s.p.desired[host], phase) if u.name in s.plans[host].restarts]
+def _restarting_units(s: Session, host: str, phase: Phase, units: frozenset[str] | None = None) -> list[str]:
+    return [u.name for u in act.units_in(s.p.desired[host], phase)
+            if u.name in s.plans[host].restarts and (units is None or u.name in units)]
 
 
 def parse_invocations(text: str) -> dict[str, tuple[str, str]]:
@@ -89,8 +117,9 @@ def parse_invocations(text: str) -> dict[str, tuple[str, str]]:
     return out
 
 
-async def _invocations(s: Session, host: str, phase: Phase) -> dict[str, tuple[str, str]]:
-    units = _restarting_units(s, host, phase)
+async def _invocations(s: Session, host: str, phase: Phase,
+                       only: frozenset[str] | None = None) -> dict[str, tuple[str, str]]:
+    units = _restarting_units(s, host, phase, only)
     if not units:
         return {}
     r = await check(s.t[host], f"systemctl show -p Id -p InvocationID -p ActiveState {' '.join(units)}",
@@ -98,11 +127,12 @@ async def _invocations(s: Session, host: str, phase: Phase) -> dict[str, tuple[s
     return parse_invocations(r.out)
 
 
-def _restarted(s: Session, host: str, phase: Phase, before: dict[str, tuple[str, str]]):
+def _restarted(s: Session, host: str, phase: Phase, before: dict[str, tuple[str, str]],
+               only: frozenset[str] | None = None):
     """A probe: every unit restarted on `host` runs as a new invocation (systemd started it
     again), so a health check that follows reaches the new process, not the old one."""
     async def probe() -> tuple[bool, str]:
-        now = await _invocations(s, host, phase)
+        now = await _invocations(s, host, phase, only)
         waiting = [u for u, (inv, state) in now.items() if inv == before.get(u, ("", ""))[0] or state != "active"]
         return not waiting, f"{host}: not restarted yet: {', '.join(waiting)}"
     return probe
@@ -278,20 +308,37 @@ def vip_holder_last(s: Session, hosts: list[str], holder: str | None) -> list[st
     return sorted(hosts, key=lambda h: h == holder)
 
 
-async def activate_phase(s: Session, phase: Phase, run_host: Callable[[str], Awaitable[None]],
-                         holder: str | None = None) -> None:
-    """Carry out `phase` on every host: starts together, restarts in turns (ROLL)."""
+RunHost = Callable[[str, "frozenset[str] | None"], Awaitable[None]]
+
+
+async def activate_phase(s: Session, phase: Phase, run_host: RunHost, holder: str | None = None) -> None:
+    """Carry out `phase` on every host: starts together, restarts in turns (ROLL), wave by
+    wave (WAVES)."""
     step = ROLL.get(phase)
-    rolled = restarting(s, phase) if step else []
-    together = starting_only(s, phase, rolled)
-    await each_host(together, run_host, s.opts.parallel)
-    if not rolled:
-        return
+    plan = [(w, restarting(s, phase, w)) for w in waves(s, phase)] if step else []
+    rolled = [h for h in s.names if any(h in hosts for _, hosts in plan)]
+    await each_host(starting_only(s, phase, rolled), lambda h: run_host(h, None), s.opts.parallel)
+    done: dict[str, frozenset[str]] = {h: frozenset() for h in rolled}
+    for units, hosts in plan:
+        if hosts:
+            await _roll(s, phase, step, units, hosts, run_host, holder)
+            for h in hosts:
+                done[h] |= units
+    # what the rolled hosts have besides their restarts (a unit to start in another wave)
+    leftover = {h: frozenset(u.name for u in act.units_in(s.p.desired[h], phase)) - d for h, d in done.items()}
+    await each_host([h for h in rolled if _has_work(s, h, phase, leftover[h])],
+                    lambda h: run_host(h, leftover[h]), s.opts.parallel)
+
+
+async def _roll(s: Session, phase: Phase, step: RollStep, units: frozenset[str], rolled: list[str],
+                run_host: RunHost, holder: str | None) -> None:
     if phase is Phase.load_balancer:
         rolled = vip_holder_last(s, rolled, holder)
     size = s.opts.worker_batch if phase is Phase.worker else 1
     turns = batches(rolled, size)
-    s.progress(f"  rolling restart of {phase.value} on {len(rolled)} host(s), "
+    which = ", ".join(sorted({u.removesuffix(".service") for h in rolled
+                              for u in _restarting_units(s, h, phase, units)}))
+    s.progress(f"  rolling restart of {phase.value} ({which}) on {len(rolled)} host(s), "
                f"{size} at a time: {', '.join('+'.join(b) for b in turns)}")
     for i, batch in enumerate(turns):
         rest = [h for b in turns[i + 1:] for h in b]
@@ -299,11 +346,11 @@ async def activate_phase(s: Session, phase: Phase, run_host: Callable[[str], Awa
             await step.before(s, batch)
             since = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
             t = time.monotonic()
-            before = await each_host(batch, lambda h: _invocations(s, h, phase), s.opts.parallel)
-            await each_host(batch, run_host, s.opts.parallel)
+            before = await each_host(batch, lambda h: _invocations(s, h, phase, units), s.opts.parallel)
+            await each_host(batch, lambda h: run_host(h, units), s.opts.parallel)
             for h in batch:  # `restart --no-block` returned at once: the old process may still answer
-                await wait_for(f"{h}: the restarted {phase.value} unit(s) running", _restarted(s, h, phase, before[h]),
-                               s.opts.timeout, _quiet)
+                await wait_for(f"{h}: the restarted {phase.value} unit(s) running",
+                               _restarted(s, h, phase, before[h], units), s.opts.timeout, _quiet)
             if step.healthy is not None:
                 for h in batch:
                     await wait_for(f"{h}: {step.what}", step.healthy(s, h, since), s.opts.timeout, s.progress)
@@ -315,9 +362,6 @@ async def activate_phase(s: Session, phase: Phase, run_host: Callable[[str], Awa
                 f"{len(turns)}): {e}" + (f"\nNot restarted yet (still on the previous configuration, their "
                                          f"new files in place; the next `hardway up` restarts them): "
                                          f"{', '.join(rest)}" if rest else "")) from None
-
-
-
 
 
 async def all_ready(s: Session) -> None:
@@ -351,5 +395,5 @@ async def vip_holder(s: Session) -> str | None:
     held = await each_host(hosts, one, s.opts.parallel)
     return next((h for h, yes in held.items() if yes), None)
 
-__all__ = ["DRAIN_ON", "ROLL", "RollFailed", "activate_phase", "all_ready", "batches", "restarting", "vip_holder",
+__all__ = ["DRAIN_ON", "ROLL", "RollFailed", "activate_phase", "all_ready", "batches", "restarting", "vip_holder", "waves",
            "vip_holder_last"]

@@ -34,7 +34,7 @@ from ..spec.load import load_spec
 from ..spec.model import APISERVER_PORT, ClusterSpec, Role
 from ..spec.presets import require_lab_profile
 from . import activate as act
-from . import lbstats, roll
+from . import lbstats, roll, upgrade
 from .desired import BACKUP_DIR, MANIFEST, Desired, desired_for, file_sha256
 from .facts import gather
 from .health import Api, Identity, apiserver_ready, etcd_health, identity, wait_for
@@ -200,9 +200,9 @@ class PhaseFailed(OperationError):
 
 async def _phase_hosts(s: Session, phase: Phase) -> None:
     """The phase on every host: starts together, restarts of running units in turns (roll.py)."""
-    async def one(name: str) -> None:
+    async def one(name: str, only: frozenset[str] | None = None) -> None:
         try:
-            done = await act.activate(s.t[name], s.p.desired[name], s.plans[name], phase)
+            done = await act.activate(s.t[name], s.p.desired[name], s.plans[name], phase, only)
         except OperationError as e:
             raise PhaseFailed(f"phase {phase.value}: {e}") from None
         if done:
@@ -409,6 +409,7 @@ async def _up(s: Session, report: UpReport) -> None:
     spec, cd, progress = s.p.spec, s.p.cd, s.progress
     if not s.opts.adopt:
         _refuse_foreign(s.plans)
+    await upgrade.check_skew(spec, cd, s.plans.values(), progress)
     for name in s.names:
         plan = s.plans[name]
         if plan.empty:
