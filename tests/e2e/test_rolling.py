@@ -97,7 +97,7 @@ def test_a_change_everywhere_rolls_with_no_failed_write(cluster):
     out = rolled_up(c, "a change everywhere")
     assert turns(out, "etcd", "etcd") == controllers
     assert turns(out, "control-plane", "kube-apiserver") == controllers
-    assert turns(out, "workers", "kubelet") == workers
+    assert turns(out, "worker", "kubelet") == workers
     assert f"{lb}: reload haproxy.service" in out
     for w in workers:
         assert f"{w}: draining" in out and f"{w}: uncordoned" in out
@@ -149,11 +149,11 @@ def test_rebuilt_binaries_roll_in_the_version_skew_order_with_no_failed_write(cl
     assert "Kubernetes binaries change" in out
     apiservers = out.index("rolling restart of control-plane (kube-apiserver)")
     others = out.index("rolling restart of control-plane (kube-controller-manager, kube-scheduler)")
-    kubelets = out.index("rolling restart of workers (kube-proxy, kubelet)")
+    kubelets = out.index("rolling restart of worker (kube-proxy, kubelet)")
     assert apiservers < others < kubelets
     assert turns(out, "control-plane", "kube-apiserver") == controllers
     assert turns(out, "control-plane", "kube-controller-manager, kube-scheduler") == controllers
-    assert turns(out, "workers", "kube-proxy, kubelet") == workers
+    assert turns(out, "worker", "kube-proxy, kubelet") == workers
     want = hashlib.sha256((rebuilt / "dl.k8s.io/release" / f"v{version}" / "bin/linux/amd64/kubelet")
                           .read_bytes()).hexdigest()
     for w in workers:
