@@ -44,7 +44,8 @@ def session(preset: str, restarts: dict[str, list[str]], starts: dict[str, list[
     plans = {n: HostPlan(n, restarts=restarts.get(n, []), starts=(starts or {}).get(n, [])) for n in desired}
     s = SimpleNamespace(p=SimpleNamespace(spec=spec, desired=desired, cd=None), plans=plans,
                         t={n: Host(n, log) for n in desired}, opts=Options(worker_batch=batch),
-                        progress=log.append, names=list(desired))
+                        progress=log.append, names=list(desired),
+                        facts={n: SimpleNamespace(active_units=frozenset()) for n in desired})
     return s, log
 
 

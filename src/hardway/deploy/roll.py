@@ -8,7 +8,8 @@ unit take turns:
 
 | phase          | before the restart                      | healthy again when                       |
 |----------------|-----------------------------------------|------------------------------------------|
-| etcd           | -                                       | its member /health, and a quorum         |
+| etcd           | the apiserver on that host drained in   | its member /health and a quorum; then    |
+|                | every HAProxy (it uses only this member) | that apiserver ready and UP again       |
 | control plane  | each HAProxy drains it (no new requests) | its /readyz, then UP in every HAProxy   |
 | load balancer  | the VIP holder goes last                | its HAProxy sees every apiserver UP, and |
 |                |                                         | the API answers through the LB           |
@@ -163,7 +164,7 @@ async def _set_servers(s: Session, servers: list[str], state: str) -> None:
 
 
 async def _drain_apiservers(s: Session, hosts: list[str]) -> None:
-    if _haproxies(s):
+    if hosts and _haproxies(s):
         await _set_servers(s, hosts, "drain")
         s.progress(f"  HAProxy: {', '.join(hosts)} drained (no new connections)")
         await asyncio.sleep(HAPROXY_DRAIN_S)
@@ -288,8 +289,42 @@ class RollStep:
     what: str = ""  # the health awaited, in words
 
 
+def _both(first, then):
+    """A probe: `first`, then (once it held) `then`."""
+    passed = False
+
+    async def probe() -> tuple[bool, str]:
+        nonlocal passed
+        if not passed:
+            ok, detail = await first()
+            if not ok:
+                return False, detail
+            passed = True
+        return await then()
+    return probe
+
+
+def _apiservers_here(s: Session, hosts: list[str]) -> list[str]:
+    """Of `hosts`, those running an apiserver now (its own etcd member is its only one)."""
+    return [h for h in hosts if "kube-apiserver.service" in s.p.desired[h].unit_names
+            and "kube-apiserver.service" in s.facts[h].active_units]
+
+
+async def _drain_local_apiservers(s: Session, hosts: list[str]) -> None:
+    await _drain_apiservers(s, _apiservers_here(s, hosts))
+
+
+def _etcd_then_apiserver(s: Session, host: str):
+    """Its member healthy with a quorum; then, where an apiserver runs on it (drained before
+    the restart), that apiserver ready and UP in every HAProxy again."""
+    if host not in _apiservers_here(s, [host]):
+        return _etcd_ok(s, host)
+    return _both(_etcd_ok(s, host), _apiserver_ok(s, host))
+
+
 ROLL: dict[Phase, RollStep] = {
-    Phase.etcd: RollStep(_nothing, lambda s, h, _t: _etcd_ok(s, h), what="its etcd member healthy and a quorum"),
+    Phase.etcd: RollStep(_drain_local_apiservers, lambda s, h, _t: _etcd_then_apiserver(s, h),
+                         what="its etcd member healthy with a quorum, its apiserver ready and UP in every HAProxy"),
     Phase.control_plane: RollStep(_drain_apiservers, lambda s, h, _t: _apiserver_ok(s, h),
                                   what="its apiserver /readyz and UP in every HAProxy"),
     Phase.load_balancer: RollStep(_nothing, lambda s, h, _t: _lb_ok(s, h),

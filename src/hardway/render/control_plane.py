@@ -45,7 +45,7 @@ def apiserver_flags(spec: ClusterSpec, node: Node) -> list[str]:
         ("--tls-private-key-file", f"{PKI}/apiserver.key"),
         ("--tls-cipher-suites", ",".join(TLS_CIPHER_SUITES)),
         ("--tls-min-version", TLS_MIN_VERSION),
-        ("--etcd-servers", etcd_servers(spec)),
+        ("--etcd-servers", etcd_servers(spec, node)),
         ("--etcd-cafile", f"{ETCD_PKI}/ca.crt"),
         ("--etcd-certfile", f"{PKI}/apiserver-etcd-client.crt"),
         ("--etcd-keyfile", f"{PKI}/apiserver-etcd-client.key"),

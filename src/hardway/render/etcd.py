@@ -13,7 +13,14 @@ PEER_PORT = ports.port("etcd-peer")
 OWNER = "etcd:etcd"
 
 
-def etcd_servers(spec: ClusterSpec) -> str:
+def etcd_servers(spec: ClusterSpec, node: Node | None = None) -> str:
+    """The etcd endpoints a client uses; an apiserver on an etcd member (stacked, as every
+    preset is) uses its own member only, as kubeadm does: etcd stops with TLS by cancelling
+    every RPC in flight (embed.stopServers), so during a member's restart a write through
+    it fails. `up` drains the apiserver on that host in HAProxy first (roll.py): with its own
+    member only, no client request meets the restart."""
+    if node is not None and any(m.name == node.name for m in spec.etcd_members):
+        return f"https://{node.address}:{CLIENT_PORT}"
     return ",".join(f"https://{m.address}:{CLIENT_PORT}" for m in spec.etcd_members)
 
 
