@@ -43,6 +43,13 @@ def create(c, name: str) -> None:
     kubectl(c, "label", "configmap", name, "-n", "default", LABEL)
 
 
+def journals(c) -> str:
+    """The kubelet's and kube-proxy's last journal lines on every worker, for a failure report."""
+    return "".join(f"\n--- {w.name}\n" + c.run(w.name, "systemctl show -p NRestarts kubelet kube-proxy; journalctl "
+                                                 "-u kubelet -u kube-proxy -n 40 --no-pager -o cat | cut -c1-400").stdout
+                   for w in c.spec.workers)
+
+
 def invocations(c, node: str) -> dict[str, str]:
     """unit -> systemd's InvocationID: a restart gives a new one."""
     out = c.ok(node, "systemctl show -p Id -p InvocationID " + " ".join(UNITS))
@@ -86,6 +93,7 @@ def test_snapshot_then_restore_brings_back_exactly_the_snapshot(tmp_path, mirror
         log(f"restore ({restore_s:.1f} s):\n{r.stderr[-4000:]}\n{r.stdout}")
         assert r.returncode == 0, r.stdout + r.stderr[-3000:]
         assert "cluster healthy" in r.stdout
+        log("after the restore:" + journals(c))
         log(f"FIGURES {preset} ({len(members)} member(s)): snapshot {snapshot_s:.1f} s, restore {restore_s:.1f} s "
             "(restore includes its verify)")
 
@@ -104,7 +112,7 @@ def test_snapshot_then_restore_brings_back_exactly_the_snapshot(tmp_path, mirror
         assert sorted(ln.split(", ")[2] for ln in listed.strip().splitlines()) == sorted(members), listed
 
         r = hw(c.dir, "verify")
-        assert r.returncode == 0, r.stdout + r.stderr[-2000:]
+        assert r.returncode == 0, r.stdout + r.stderr[-2000:] + journals(c)
 
         before = {m: invocations(c, m) for m in members}
         r = hw(c.dir, "up")

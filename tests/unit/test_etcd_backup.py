@@ -291,3 +291,16 @@ def test_restore_without_yes_on_a_pipe_refuses(tmp_path):
     r = subprocess.run([sys.executable, "-m", "hardway", "-C", str(tmp_path), "etcd", "restore", str(p)],
                        stdin=subprocess.DEVNULL, capture_output=True, text=True)
     assert r.returncode == 2 and "pass --yes" in r.stderr
+
+
+def test_restore_of_a_damaged_snapshot_stops_before_the_lock_or_any_host(tmp_path):
+    import sys
+    from hardway import api
+    api.init(tmp_path, "basic")
+    p, digest = snapshot_file(tmp_path)
+    eb.sidecar(p).write_bytes(eb.sidecar_text(p, digest))
+    p.write_bytes(b"snapshot byteZ")
+    r = subprocess.run([sys.executable, "-m", "hardway", "-C", str(tmp_path), "etcd", "restore", str(p), "--yes"],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "does not match its checksum" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / ".hardway.lock").exists() and not (tmp_path / "etcd-cluster-token").exists()

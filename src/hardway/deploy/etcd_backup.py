@@ -461,8 +461,8 @@ async def _restore_steps(s: Session, report: RestoreReport, stamp: str) -> None:
     # 3. stop the API side, then etcd
     done = timed("stop", "stopping the API clients, the apiservers, then etcd")
     stops = {n: [u for u in API_SIDE if u in s.p.desired[n].unit_names] for n in s.names}
-    stopped_state = ("some components may be stopped; the data is untouched. `hardway up` starts them again "
-                     "with the old data, or run the restore again")
+    stopped_state = ("some components may be stopped; the data is untouched (staged files removed). `hardway up` "
+                     "starts them again with the old data, or run the restore again")
     try:
         await each_host([n for n in s.names if stops[n]],
                         lambda n: check(s.t[n], stop_script(stops[n]), f"stopping {', '.join(stops[n])}", timeout=120),
@@ -470,6 +470,7 @@ async def _restore_steps(s: Session, report: RestoreReport, stamp: str) -> None:
         await each_host(names, lambda n: check(s.t[n], stop_script([ETCD_UNIT]), "stopping etcd", timeout=120),
                         s.opts.parallel)
     except OperationError as e:
+        await cleanup()
         raise StepFailed(f"etcd restore, stopping: {e}\n{stopped_state}") from None
     progress(f"  stopped on {len(s.names)} host(s): " + "; ".join(
         f"{n}: {', '.join(stops[n] + ([ETCD_UNIT] if n in names else []))}" for n in s.names
