@@ -124,3 +124,25 @@ def conformance(directory: str | Path = ".", progress=lambda _m: None, copts=Non
     from .deploy.hosts import Options
     from .verify.conformance import conformance as _conformance
     return _conformance(directory, progress, copts, Options(local=local))
+
+
+def etcd_snapshot(directory: str | Path = ".", out: str | Path | None = None, progress=lambda _m: None,
+                  parallel: int = 16):
+    """A snapshot of etcd from a healthy member, on this machine (default
+    DIR/backups/etcd-<cluster>-<UTC time>.db), mode 0600, its sha256 checked and written beside
+    it (FILE.sha256); its revision, keys and size read by etcd's own tool
+    (deploy.etcd_backup.SnapshotReport)."""
+    from .deploy.etcd_backup import snapshot
+    from .deploy.hosts import Options
+    return snapshot(directory, out, progress, Options(parallel=parallel))
+
+
+def etcd_restore(directory: str | Path, file: str | Path, progress=lambda _m: None, sha256: str | None = None,
+                 timeout: float = 300, parallel: int = 16):
+    """Replace every etcd member's data with the snapshot in `file` (checked against FILE.sha256
+    or `sha256` first), with a new cluster token; the API side is stopped meanwhile and started
+    again as `up` does. The old data directories are kept (RestoreReport.kept). Run `verify`
+    afterwards."""
+    from .deploy.etcd_backup import restore
+    from .deploy.hosts import Options
+    return restore(directory, file, progress, Options(timeout, parallel), sha256)

@@ -6,6 +6,8 @@
     DIR/secrets/encryption-key   (and vrrp-password with keepalived): see cluster_secrets.py
     DIR/bundles/NODE/...    `hardway render` output (default location)
     DIR/artifacts.lock      sha256 of every artifact, recorded at the first fetch (artifacts/lock.py)
+    DIR/etcd-cluster-token  etcd's --initial-cluster-token, once `hardway etcd restore` chose a new one
+    DIR/backups/            `hardway etcd snapshot` files (0600) and their .sha256
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from .errors import UsageError
 SPEC_FILE = "cluster.yaml"
 # the directories hardway keeps in a cluster directory, and what for
 _ROLE = {"pki": "certificates and keys", "kubeconfigs": "kubeconfigs", "secrets": "the encryption key",
-         "bundles": "`hardway render` output", "bin": "the cluster's kubectl", "lab": "the lab's machines"}
+         "bundles": "`hardway render` output", "bin": "the cluster's kubectl", "lab": "the lab's machines",
+         "backups": "etcd snapshots"}
 
 
 @dataclass(frozen=True)
@@ -85,3 +88,12 @@ class ClusterDir:
     @property
     def encryption_key(self) -> Path:
         return self.secret("encryption-key")
+
+    @property
+    def etcd_token(self) -> Path:
+        """etcd's cluster token when a restore chose it (render/etcd.py cluster_token)."""
+        return self.root / "etcd-cluster-token"
+
+    @property
+    def backups(self) -> Path:
+        return self.root / "backups"

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
+from typing import BinaryIO
 
 # (path, previous bytes or None if absent, previous mode) per file written, and each directory
 # created, while an `all_or_nothing` block runs.
@@ -51,6 +52,25 @@ def _replace(path: Path, data: bytes, mode: int) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def new_file(path: Path, mode: int) -> Iterator[BinaryIO]:
+    """A file written as a stream (a snapshot fetched from a node) that appears at `path`
+    complete or not at all, with `mode` from creation, and never over an existing file:
+    it is written under a temporary name, flushed, then linked to `path` (which fails if
+    `path` exists). Outside `all_or_nothing`: the caller owns the result."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    try:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "wb") as f:
+            os.fchmod(f.fileno(), mode)  # O_CREAT's mode is filtered by the umask
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @contextmanager

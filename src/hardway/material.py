@@ -8,6 +8,7 @@ free of I/O; `current_material` is what render, diff and up build from: it refus
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ class Material:
     sa_pub: bytes
     encryption_key: str  # base64 of 32 random bytes
     vrrp_password: str = ""  # keepalived's, when the spec has that load balancer
+    etcd_token: str = ""  # set by `hardway etcd restore`; "": derived (render/etcd.py cluster_token)
 
     def cert(self, name: str) -> bytes:
         return self.certs[name]
@@ -107,6 +109,26 @@ def load_material(cd: ClusterDir, spec: ClusterSpec) -> Material:
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         problems.insert(0, f"missing in {cd.root}: {shown}; run `hardway pki init` first")
+    token = read_etcd_token(cd, problems)
     if problems:
         raise OperationError("\n".join(problems))
-    return Material(certs, keys, sa_pub, secrets["encryption-key"], secrets.get("vrrp-password", ""))
+    return Material(certs, keys, sa_pub, secrets["encryption-key"], secrets.get("vrrp-password", ""), token)
+
+
+# What `hardway etcd restore` writes (deploy/etcd_backup.py new_token): one systemd word, no quoting.
+ETCD_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def read_etcd_token(cd: ClusterDir, problems: list[str]) -> str:
+    """The token a restore recorded, "" when there is none; a damaged file is a problem."""
+    try:
+        text = cd.etcd_token.read_text(errors="replace").strip()
+    except FileNotFoundError:
+        return ""
+    if not ETCD_TOKEN.fullmatch(text):
+        problems.append(f"{cd.etcd_token} does not hold an etcd cluster token (1 to 128 letters, digits, "
+                        "'.', '_', '-'): `hardway etcd restore` wrote the token the etcd members were made "
+                        "with there; put it back (it is in each controller's etcd.service, "
+                        "--initial-cluster-token)")
+        return ""
+    return text

@@ -7,7 +7,7 @@ the projects' own release scripts:
 | artifact | file | checksum file (format) | inside |
 |---|---|---|---|
 | kubernetes-server | `dl.k8s.io/release/vV/bin/linux/ARCH/NAME` | `NAME.sha256` (bare hex digest) | the binary |
-| etcd | `github.com/etcd-io/etcd/releases/download/vV/etcd-vV-linux-ARCH.tar.gz` | `SHA256SUMS` (`shasum -a 256` of every archive) | `etcd-vV-linux-ARCH/{etcd,etcdctl}` |
+| etcd | `github.com/etcd-io/etcd/releases/download/vV/etcd-vV-linux-ARCH.tar.gz` | `SHA256SUMS` (`shasum -a 256` of every archive) | `etcd-vV-linux-ARCH/{etcd,etcdctl}` (and `etcdutl` from 3.5) |
 | containerd | `github.com/containerd/containerd/releases/download/vV/containerd-V-linux-ARCH.tar.gz` | `<file>.sha256sum` | `bin/{containerd,ctr,containerd-shim-runc-v2,...}` |
 | runc | `github.com/opencontainers/runc/releases/download/vV/runc.ARCH` | `runc.sha256sum` (one line per file) | the binary |
 | cni-plugins | `github.com/containernetworking/plugins/releases/download/vV/cni-plugins-linux-ARCH-vV.tgz` | `<file>.sha256` | flat: `./bridge`, `./host-local`, ... |
@@ -24,12 +24,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from ..spec.versions import etcd_has
+
 ARCH = "amd64"
 
 KUBERNETES_BINARIES = (
     "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kubectl",
 )
-ETCD_BINARIES = ("etcd", "etcdctl")
+ETCD_BINARIES = ("etcd", "etcdctl")  # and etcdutl from 3.5 on: etcd_binaries()
 # What the containerd 1.6 release tarball's bin/ holds (Makefile BINARIES) that Debian ships too;
 # upstream also has containerd-stress, which Debian's package does not carry.
 CONTAINERD_BINARIES = ("containerd", "containerd-shim", "containerd-shim-runc-v1", "containerd-shim-runc-v2", "ctr")
@@ -77,11 +79,17 @@ def kubernetes_binary(version: str, name: str, arch: str = ARCH) -> Download:
     return Download(f"kubernetes-server/{name}", "kubernetes-server", path, path + ".sha256", executable=True)
 
 
+def etcd_binaries(version: str) -> tuple[str, ...]:
+    """The programs of etcd's release tarball hardway uses: etcdutl (snapshot status and
+    restore) is there from 3.5 on (spec/catalogue.py ETCD_SINCE)."""
+    return ETCD_BINARIES + (("etcdutl",) if etcd_has(_v(version), "etcdutl") else ())
+
+
 def etcd(version: str, arch: str = ARCH) -> Download:
     top = f"etcd-v{_v(version)}-linux-{arch}"
     base = f"github.com/etcd-io/etcd/releases/download/v{_v(version)}"
     return Download("etcd", "etcd", f"{base}/{top}.tar.gz", f"{base}/SHA256SUMS",
-                    {b: f"{top}/{b}" for b in ETCD_BINARIES})
+                    {b: f"{top}/{b}" for b in etcd_binaries(version)})
 
 
 def containerd(version: str, arch: str = ARCH) -> Download:

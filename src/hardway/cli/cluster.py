@@ -100,10 +100,7 @@ def verify(directory: Path, smoke: bool, conformance: bool, focus: str | None, s
         raise UsageError("--focus, --skip, --serial and --junit go with --conformance")
     from ..verify.health import worst_exit
     report = api.verify(directory, _progress(), local, parallel or 16)
-    for c in report.checks:
-        out.print(f"{'ok  ' if c.ok else 'FAIL'} {c.name}" + (f": {c.detail}" if c.detail else ""))
-    out.print(f"cluster {report.status.value}" + (": " + "; ".join(report.reasons) if report.reasons else ""))
-    code = report.status.exit_code
+    code = print_verify(report)
     if smoke:
         if report.status.value == "broken":
             out.print("smoke tests not run: the cluster is broken")
@@ -122,6 +119,14 @@ def verify(directory: Path, smoke: bool, conformance: bool, focus: str | None, s
         else:
             code = worst_exit(code, _conformance(directory, focus, skip, serial, parallel or 4, junit, local))
     sys.exit(code)
+
+
+def print_verify(report) -> int:
+    """Each check and the verdict; returns its exit code."""
+    for c in report.checks:
+        out.print(f"{'ok  ' if c.ok else 'FAIL'} {c.name}" + (f": {c.detail}" if c.detail else ""))
+    out.print(f"cluster {report.status.value}" + (": " + "; ".join(report.reasons) if report.reasons else ""))
+    return report.status.exit_code
 
 
 def _conformance(directory: Path, focus: str | None, skip: str | None, serial: bool, parallel: int,

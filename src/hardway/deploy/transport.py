@@ -15,7 +15,7 @@ import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from ..errors import OperationError
 from .hostkeys import KnownHosts
@@ -27,6 +27,7 @@ CONNECT_TIMEOUT = 10
 
 
 Input = bytes | Iterable[bytes] | None
+OUT_CHUNK = 1 << 20
 
 
 def _chunks(input: Input) -> Iterable[bytes]:
@@ -61,17 +62,30 @@ class Transport(Protocol):
     node: str
     target: str  # for messages: "root@10.240.0.10:22" or "local"
 
-    async def run(self, script: str, input: Input = None, timeout: float | None = None) -> Result: ...
+    async def run(self, script: str, input: Input = None, timeout: float | None = None,
+                  output: BinaryIO | None = None) -> Result:
+        """`output`: stdout goes there as it arrives (a large file fetched from the node: memory
+        stays at one chunk) and Result.stdout is empty."""
+        ...
 
     async def close(self) -> None: ...
 
 
 async def check(t: Transport, script: str, what: str, input: Input = None,
-                timeout: float | None = None) -> Result:
-    r = await t.run(script, input, timeout)
+                timeout: float | None = None, output: BinaryIO | None = None) -> Result:
+    r = await (t.run(script, input, timeout) if output is None else t.run(script, input, timeout, output))
     if r.rc != 0:
         raise CommandFailed(t.node, what, r)
     return r
+
+
+async def _drain(stream, output: BinaryIO | None) -> bytes:
+    """All of `stream`; or, with `output`, each chunk written there as it comes (b"" returned)."""
+    if output is None:
+        return await stream.read()
+    while chunk := await stream.read(OUT_CHUNK):
+        output.write(chunk)
+    return b""
 
 
 def _wrap(script: str, user: str) -> str:
@@ -92,7 +106,8 @@ class LocalTransport:
         self.target = "local"
         self.user = "root" if os.geteuid() == 0 else os.environ.get("USER", "user")
 
-    async def run(self, script: str, input: Input = None, timeout: float | None = None) -> Result:
+    async def run(self, script: str, input: Input = None, timeout: float | None = None,
+                  output: BinaryIO | None = None) -> Result:
         proc = await asyncio.create_subprocess_shell(
             _wrap(script, self.user),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -107,7 +122,7 @@ class LocalTransport:
 
             async def collect() -> tuple[bytes, bytes]:
                 assert proc.stdout is not None and proc.stderr is not None
-                out, err = await asyncio.gather(proc.stdout.read(), proc.stderr.read())
+                out, err = await asyncio.gather(_drain(proc.stdout, output), proc.stderr.read())
                 await proc.wait()
                 return out, err
 
@@ -131,33 +146,34 @@ class SSHTransport:
     def __init__(self, node: str, conn, user: str, target: str) -> None:
         self.node, self._conn, self.user, self.target = node, conn, user, target
 
-    async def run(self, script: str, input: Input = None, timeout: float | None = None) -> Result:
+    async def run(self, script: str, input: Input = None, timeout: float | None = None,
+                  output: BinaryIO | None = None) -> Result:
         import asyncssh
 
         try:
-            if input is None or isinstance(input, bytes):
+            if output is None and (input is None or isinstance(input, bytes)):
                 r = await self._conn.run(_wrap(script, self.user), input=input or b"", encoding=None,
                                          timeout=timeout, check=False)
                 rc, out, err = r.exit_status, r.stdout, r.stderr
             else:
-                rc, out, err = await asyncio.wait_for(self._stream(script, input), timeout)
+                rc, out, err = await asyncio.wait_for(self._stream(script, input, output), timeout)
         except (asyncssh.TimeoutError, asyncio.TimeoutError) as e:
             raise _timed_out(self, timeout) from e
         except (asyncssh.Error, OSError) as e:
             raise OperationError(f"{self.node} ({self.target}): SSH connection lost: {e}") from e
         return Result(rc if rc is not None else 255, out or b"", err or b"")
 
-    async def _stream(self, script: str, chunks: Iterable[bytes]) -> tuple[int | None, bytes, bytes]:
-        # Large payloads (binaries) are streamed: memory stays at one chunk per host.
+    async def _stream(self, script: str, input: Input, output: BinaryIO | None) -> tuple[int | None, bytes, bytes]:
+        # Large payloads (binaries, snapshots) are streamed: memory stays at one chunk per host.
         async with self._conn.create_process(_wrap(script, self.user), encoding=None) as proc:
             async def feed() -> None:
-                for chunk in chunks:
+                for chunk in _chunks(input):
                     proc.stdin.write(chunk)
                     await proc.stdin.drain()
                 proc.stdin.write_eof()
 
             async def collect() -> tuple[bytes, bytes]:
-                return await asyncio.gather(proc.stdout.read(), proc.stderr.read())
+                return await asyncio.gather(_drain(proc.stdout, output), proc.stderr.read())
 
             _, (out, err) = await asyncio.gather(feed(), collect())
             await proc.wait()

@@ -14,7 +14,7 @@ import hashlib
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..artifacts.fetch import Fetched, fetch_for_spec
@@ -69,10 +69,14 @@ class Prepared:
     desired: dict[str, Desired]
 
 
-def prepare(directory: Path, progress: Progress, command: str = "up") -> Prepared:
+def prepare(directory: Path, progress: Progress, command: str = "up", etcd_token: str = "") -> Prepared:
+    """`etcd_token`: render with this etcd cluster token instead of the recorded one (a restore
+    renders the members it is about to make before it records their token)."""
     cd = ClusterDir.at(directory)
     spec = load_spec(cd.spec).spec
     report, material = current_material(cd, spec, command)
+    if etcd_token:
+        material = replace(material, etcd_token=etcd_token)
     if report.all_written:
         progress(f"pki: wrote {len(report.all_written)} file(s) in {cd.root}")
     cluster = render_cluster(spec, material)

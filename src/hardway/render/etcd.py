@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from .. import ports
+from ..artifacts.layout import etcd_binaries
 from ..material import Material
 from ..spec.model import ClusterSpec, Node
+from ..spec.versions import etcd_has
 from .bundle import Bundle, File, Phase, Unit
 from .common import BIN, ETCD_DATA, ETCD_PKI, SECRET, header, systemd_unit
 
@@ -24,9 +26,39 @@ def etcd_servers(spec: ClusterSpec, node: Node | None = None) -> str:
     return ",".join(f"https://{m.address}:{CLIENT_PORT}" for m in spec.etcd_members)
 
 
-def etcd_flags(spec: ClusterSpec, member: Node) -> list[str]:
+def peer_url(member: Node) -> str:
+    return f"https://{member.address}:{PEER_PORT}"
+
+
+def initial_cluster(spec: ClusterSpec) -> str:
+    return ",".join(f"{m.name}={peer_url(m)}" for m in spec.etcd_members)
+
+
+def default_token(spec: ClusterSpec) -> str:
+    return f"{spec.name}-etcd"
+
+
+def cluster_token(spec: ClusterSpec, material: Material) -> str:
+    """--initial-cluster-token: derived from the cluster's name, until `hardway etcd restore`
+    made the members anew with a token of their own (recorded in the cluster directory, read
+    into `material.etcd_token`), so a later `up` renders the same unit and restarts nothing."""
+    return material.etcd_token or default_token(spec)
+
+
+def etcdctl(member: Node) -> list[str]:
+    """etcdctl on `member`, as root, talking to that member with the etcdctl identity."""
+    return ["env", "ETCDCTL_API=3", f"{BIN}/etcdctl", f"--endpoints=https://{member.address}:{CLIENT_PORT}",
+            f"--cacert={ETCD_PKI}/ca.crt", f"--cert={ETCD_PKI}/etcdctl.crt", f"--key={ETCD_PKI}/etcdctl.key"]
+
+
+def offline_tool(version: str) -> list[str]:
+    """What reads and restores snapshot files on a member: etcdutl from 3.5 (etcdctl's
+    `snapshot status|restore` are deprecated there and gone in 3.6), etcdctl before."""
+    return [f"{BIN}/etcdutl"] if etcd_has(version, "etcdutl") else ["env", "ETCDCTL_API=3", f"{BIN}/etcdctl"]
+
+
+def etcd_flags(spec: ClusterSpec, member: Node, token: str) -> list[str]:
     ip = member.address
-    initial = ",".join(f"{m.name}=https://{m.address}:{PEER_PORT}" for m in spec.etcd_members)
     # Clients connect on the member address only (no 127.0.0.1): members on one host, as in
     # the loopback test cluster, must not fight over one port.
     return [
@@ -35,9 +67,9 @@ def etcd_flags(spec: ClusterSpec, member: Node) -> list[str]:
         f"--listen-client-urls=https://{ports.host_port('etcd-client', spec, member)}",
         f"--advertise-client-urls=https://{ip}:{CLIENT_PORT}",
         f"--listen-peer-urls=https://{ports.host_port('etcd-peer', spec, member)}",
-        f"--initial-advertise-peer-urls=https://{ip}:{PEER_PORT}",
-        f"--initial-cluster={initial}",
-        f"--initial-cluster-token={spec.name}-etcd",
+        f"--initial-advertise-peer-urls={peer_url(member)}",
+        f"--initial-cluster={initial_cluster(spec)}",
+        f"--initial-cluster-token={token}",
         "--initial-cluster-state=new",
         f"--cert-file={ETCD_PKI}/server.crt",
         f"--key-file={ETCD_PKI}/server.key",
@@ -74,7 +106,7 @@ def render_etcd(spec: ClusterSpec, member: Node, material: Material, bundle: Bun
                     (header() + f"d {ETCD_DATA} 0700 etcd etcd -\n").encode()))
     unit = systemd_unit(
         "etcd: the cluster's key-value store (hardway)",
-        [f"{BIN}/etcd", *etcd_flags(spec, member)],
+        [f"{BIN}/etcd", *etcd_flags(spec, member, cluster_token(spec, material))],
         service={
             "Type": "notify",
             "User": "etcd",
@@ -87,4 +119,6 @@ def render_etcd(spec: ClusterSpec, member: Node, material: Material, bundle: Bun
     bundle.add_unit(
         Unit("etcd.service", Phase.etcd, restart_on=tuple(f"{ETCD_PKI}/{n}" for n in files)), unit
     )
-    bundle.add_binaries("etcd", "etcd", "etcdctl")
+    # etcdctl (and etcdutl from 3.5) on every member: health checks, snapshots and restores
+    # (deploy/etcd_backup.py) run there.
+    bundle.add_binaries("etcd", *etcd_binaries(spec.artifacts.versions.etcd))

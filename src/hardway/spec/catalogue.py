@@ -563,3 +563,21 @@ DEFAULTS: dict[str, dict[str, str]] = {
 # (same doc).  From Kubernetes 1.35 the kubelet no longer has --pod-infra-container-image, so
 # the pause image is pinned only through containerd (sandbox_image / pinned_images.sandbox).
 # --------------------------------------------------------------------------------------
+
+# --------------------------------------------------------------------------------------
+# etcd's offline tools, by etcd version (not by Kubernetes minor: spec.artifacts.versions.etcd
+# is chosen on its own). feature -> first etcd version that has it.
+#
+# * etcdutl: the offline tool (snapshot status/restore on files, no server), new in v3.5.0;
+#   `etcdctl snapshot status|restore` are deprecated in 3.5 and removed in 3.6
+#   (etcd-io/etcd:CHANGELOG/CHANGELOG-3.5.md v3.5.0 "etcdutl"; CHANGELOG-3.6.md; etcd.io
+#   docs v3.6 op-guide/recovery uses `etcdutl snapshot status|restore`). The release tarball
+#   etcd-vV-linux-ARCH.tar.gz carries it beside etcd and etcdctl from 3.5.0 on.
+# * restore --bump-revision N --mark-compacted: etcd-io/etcd#16029 (main, 3.6) and its
+#   release-3.5 backport etcd-io/etcd#16165, first released in v3.5.10. Kubernetes' "Operating
+#   etcd clusters" page (Restoring an etcd cluster) recommends `--bump-revision 1000000000
+#   --mark-compacted` so that no watcher sees revisions go back.
+ETCD_SINCE: dict[str, str] = {
+    "etcdutl": "3.5.0",
+    "restore-bump-revision": "3.5.10",
+}

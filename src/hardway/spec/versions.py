@@ -70,3 +70,10 @@ def kubelet_default(minor: str, field: str) -> object | None:
 
 def default(minor: str, what: str) -> str:
     return catalogue.DEFAULTS[minor][what]
+
+
+def etcd_has(version: str, feature: str) -> bool:
+    """Whether etcd `version` (its release, tools included) has `feature` (catalogue.ETCD_SINCE)."""
+    def triple(v: str) -> tuple[int, ...]:
+        return tuple(int(p) for p in v.lstrip("v").split(".")[:3])
+    return triple(version) >= triple(catalogue.ETCD_SINCE[feature])

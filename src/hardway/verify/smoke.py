@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shlex
 import subprocess
 import time
 import urllib.request
@@ -19,12 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import ports
 from ..clusterdir import ClusterDir
 from ..deploy.hosts import Options, connect_all
 from ..kubectl import kubectl, kubectl_argv
 from ..errors import OperationError
-from ..render.common import ETCD_PKI
+from ..render.etcd import etcdctl
 from ..render.manifests import coredns_image
 from ..spec.load import load_spec
 from ..spec.model import ClusterSpec
@@ -143,9 +143,8 @@ def _secret_in_etcd(spec: ClusterSpec, cd: ClusterDir, name: str, opts: Options,
         ts = await connect_all(spec, cd, [ctl.name], opts, progress)
         try:
             r = await ts[ctl.name].run(
-                f"ETCDCTL_API=3 etcdctl --endpoints=https://{ctl.address}:{ports.port('etcd-client')} --cacert={ETCD_PKI}/ca.crt "
-                f"--cert={ETCD_PKI}/etcdctl.crt --key={ETCD_PKI}/etcdctl.key "
-                f"get /registry/secrets/{NS}/{name} --print-value-only", timeout=30)
+                shlex.join([*etcdctl(ctl), "get", f"/registry/secrets/{NS}/{name}", "--print-value-only"]),
+                timeout=30)
         finally:
             await ts[ctl.name].close()
         if r.rc != 0:
