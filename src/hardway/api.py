@@ -51,6 +51,19 @@ def pki_init(directory: str | Path = ".", reissue: tuple[str, ...] = ()) -> Mate
         return ensure_material(cd, spec, reissue)
 
 
+def pki_renew(directory: str | Path = ".", names: tuple[str, ...] = (), every: bool = False,
+              new_key: bool = False, validity_days: int | None = None):
+    """Reissue leaf certificates `names` (or with `every` all of them) for their keys (a new key
+    with `new_key`), valid `validity_days` (default: the spec's); the kubeconfigs embedding them
+    are rewritten; the next `up` rolls them out (renewal.RenewReport says where and what it
+    restarts). A CA is refused (exit 2): CA rotation is not implemented."""
+    from .renewal import renew
+    cd = ClusterDir.at(directory)
+    spec = validate(directory).spec
+    with cluster_lock(directory, "pki renew"):
+        return renew(cd, spec, tuple(names), every, new_key, validity_days)
+
+
 def pki_show(directory: str | Path = ".") -> list[inspect.CertRow]:
     cd = ClusterDir.at(directory)
     return inspect.show(cd, validate(directory).spec)
@@ -107,10 +120,12 @@ def diff(directory: str | Path = ".", progress=lambda _m: None, parallel: int = 
 
 
 def verify(directory: str | Path = ".", progress=lambda _m: None, local: tuple[str, ...] = (),
-           parallel: int = 16):
+           parallel: int = 16, cert_days: int = 30):
+    """`cert_days`: certificates deployed on the hosts that expire within this many days make
+    the cluster degraded."""
     from .deploy.hosts import Options
     from .verify.health import verify as _verify
-    return _verify(directory, progress, Options(parallel=parallel, local=local))
+    return _verify(directory, progress, Options(parallel=parallel, local=local), cert_days)
 
 
 def smoke(directory: str | Path = ".", progress=lambda _m: None, local: tuple[str, ...] = ()):

@@ -8,6 +8,7 @@ free of I/O; `current_material` is what render, diff and up build from: it refus
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -49,14 +50,17 @@ class MaterialReport:
 
 
 def ensure_material(
-    cd: ClusterDir, spec: ClusterSpec, reissue: tuple[str, ...] = ()
+    cd: ClusterDir, spec: ClusterSpec, reissue: tuple[str, ...] = (), keep_keys: bool = False,
+    validity_days: int | None = None, now: dt.datetime | None = None,
 ) -> MaterialReport:
-    """Make what is missing. An error on the way (a certificate that cannot be issued, a full
-    disk, Ctrl-C) puts every file back as it was: never half a PKI."""
+    """Make what is missing, and reissue `reissue` (pki/ensure.py: `keep_keys`, `validity_days`);
+    every kubeconfig embedding a reissued certificate is rewritten. An error on the way (a
+    certificate that cannot be issued, a full disk, Ctrl-C) puts every file back as it was:
+    never half a PKI."""
     from .render.kubeconfig import cluster_kubeconfigs  # render imports Material
 
     with all_or_nothing():
-        report = MaterialReport(ensure_pki(cd, spec, reissue))
+        report = MaterialReport(ensure_pki(cd, spec, reissue, now, keep_keys, validity_days))
         for secret in needed(spec):
             path = cd.secret(secret.name)
             if not path.exists():

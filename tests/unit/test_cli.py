@@ -25,7 +25,7 @@ def no_traceback(r: subprocess.CompletedProcess) -> None:
 def test_version_and_help_on_every_command():
     r = hw("--version")
     assert r.returncode == 0 and __version__ in r.stdout
-    for cmd in ([], ["init"], ["validate"], ["pki"], ["pki", "init"], ["pki", "show"], ["pki", "check"],
+    for cmd in ([], ["init"], ["validate"], ["pki"], ["pki", "init"], ["pki", "renew"], ["pki", "show"], ["pki", "check"],
                 ["kubeconfig"], ["render"]):
         r = hw(*cmd, "--help")
         assert r.returncode == 0 and "Usage:" in r.stdout, cmd

@@ -11,6 +11,7 @@ import click
 
 from .. import api
 from ..errors import UsageError
+from ..pki.expiry import MAX_WINDOW_DAYS
 from .main import DIR_OPTION, cli, err, out
 
 LOCAL_OPTION = click.option(
@@ -90,16 +91,19 @@ def diff(directory: Path, parallel: int, local: tuple[str, ...]) -> None:
 @click.option("--parallel", type=click.IntRange(min=1), default=None,
               help="Hosts connected to at once (default 16); with --conformance, also the e2e test "
                    "processes run at once (default 4).")
+@click.option("--cert-days", default=30, show_default=True, type=click.IntRange(0, MAX_WINDOW_DAYS), metavar="N",
+              help="A certificate deployed on a host that expires within N days makes the cluster degraded.")
 @click.option("--junit", "junit", type=click.Path(file_okay=False, path_type=Path),
               help="With --conformance: where the JUnit reports go (default DIR/conformance/<time>).")
 @LOCAL_OPTION
 def verify(directory: Path, smoke: bool, conformance: bool, focus: str | None, skip: str | None,
-           serial: bool, parallel: int | None, junit: Path | None, local: tuple[str, ...]) -> None:
-    """Check etcd, every apiserver, every unit, every node. Exit 0 healthy, 3 degraded, 1 broken."""
+           serial: bool, parallel: int | None, cert_days: int, junit: Path | None, local: tuple[str, ...]) -> None:
+    """Check etcd, every apiserver, every unit, the certificates on every host, every node.
+    Exit 0 healthy, 3 degraded, 1 broken."""
     if not conformance and (focus or skip is not None or serial or junit):
         raise UsageError("--focus, --skip, --serial and --junit go with --conformance")
     from ..verify.health import worst_exit
-    report = api.verify(directory, _progress(), local, parallel or 16)
+    report = api.verify(directory, _progress(), local, parallel or 16, cert_days)
     code = print_verify(report)
     if smoke:
         if report.status.value == "broken":

@@ -90,7 +90,8 @@ def pki() -> None:
 @pki.command("init")
 @DIR_OPTION
 @click.option("--reissue", multiple=True, metavar="NAME",
-              help="Reissue this certificate (new key) even if it exists. Repeatable. CAs are never reissued.")
+              help="Reissue this certificate (new key) even if it exists, e.g. a stale one. Repeatable. "
+                   "CAs are never reissued. For a leaf: the same as `pki renew NAME --new-key`.")
 def pki_init(directory: Path, reissue: tuple[str, ...]) -> None:
     """Create every missing certificate, key, kubeconfig and the encryption key. Idempotent."""
     _warn(api.validate(directory).warnings)
@@ -107,6 +108,36 @@ def pki_init(directory: Path, reissue: tuple[str, ...]) -> None:
             out.print(f"{n} file(s) written in {took:.2f}s")
         raise StalePki(ClusterDir.at(directory), report.pki.stale, "render, diff and up refuse it until fixed")
     out.print(f"{n} file(s) written in {took:.2f}s" if n else "nothing to do: the PKI matches the spec")
+
+
+@pki.command("renew")
+@DIR_OPTION
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+@click.option("--all", "every", is_flag=True, help="Renew every leaf certificate.")
+@click.option("--new-key", is_flag=True, help="Issue for a new key (default: keep each certificate's key).")
+@click.option("--validity-days", type=int, default=None, metavar="N",
+              help="Valid N days from now (1 to 36500; default: the spec's pki.certValidityDays), "
+                   "never past its CA's end.")
+def pki_renew(directory: Path, names: tuple[str, ...], every: bool, new_key: bool, validity_days: int | None) -> None:
+    """Reissue leaf certificates (and the kubeconfigs embedding them); `hardway up` then rolls
+    them out. CAs are refused: CA rotation is not implemented."""
+    _warn(api.validate(directory).warnings)
+    report = api.pki_renew(directory, names, every, new_key, validity_days)
+    for name, end in report.renewed.items():
+        key = "new key" if name in report.new_keys else "same key"
+        out.print(f"renewed {name} ({key}), valid until {end:%Y-%m-%d %H:%M} UTC")
+    for path in report.kubeconfigs:
+        out.print(f"rewrote {path}")
+    if report.stale:
+        raise StalePki(ClusterDir.at(directory), report.material.pki.stale,
+                       "render, diff and up refuse it until fixed")
+    if not report.rollout:
+        out.print("no node carries these certificates: nothing for `up` to roll out")
+    for node, r in report.rollout.items():
+        out.print(f"{node}: `up` will write {len(r.files)} file(s) ({', '.join(r.files)}) and restart "
+                  + (", ".join(r.units) if r.units else "nothing"))
+    if report.rollout:
+        out.print(f"next: hardway -C {directory} up")
 
 
 @pki.command("show")

@@ -150,7 +150,7 @@ def parse_facts(node: str, text: str) -> Facts:
     files: dict[str, FileFact | None] = {
         p: FileFact(sha[p], *stat[p]) for p in stat if p in sha
     }
-    owned, adopted = _ownership(node, "\n".join(manifest))
+    owned, adopted = ownership(node, "\n".join(manifest))
     return Facts(
         node=node, arch=info.get("A", ""), kernel=info.get("K", ""), os_release=info.get("O", ""),
         swap_on=info.get("W", "0") not in ("", "0"), systemd=info.get("Y") == "systemd",
@@ -161,7 +161,7 @@ def parse_facts(node: str, text: str) -> Facts:
     )
 
 
-def _ownership(node: str, manifest: str) -> tuple[set[str], dict[str, str]]:
+def ownership(node: str, manifest: str) -> tuple[set[str], dict[str, str]]:
     """The paths the node's manifest lists, and the adopted ones' backups (none: no manifest)."""
     if not manifest:
         return set(), {}

@@ -42,6 +42,7 @@ class Stale:
 class PkiReport:
     created: list[str] = field(default_factory=list)
     reissued: list[str] = field(default_factory=list)
+    kept_keys: list[str] = field(default_factory=list)  # of those reissued, the ones signed for their old key
     stale: dict[str, Stale] = field(default_factory=dict)
     written: list[Path] = field(default_factory=list)
 
@@ -74,6 +75,50 @@ def reissue_command(cd: ClusterDir, names: list[str]) -> str:
     return pki_init_command(cd, *(a for n in names for a in ("--reissue", n)))
 
 
+def renew_command(cd: ClusterDir, *args: str) -> str:
+    return " ".join(["hardway", "-C", shlex.quote(str(cd.root)), "pki", "renew", *args])
+
+
+# CA rotation (trust both CAs, reissue every leaf, switch signers, drop the old CA) is not built:
+# a CA is never reissued in place, since every node, certificate and kubeconfig trusts it.
+CA_ROTATION = ("CA rotation (`hardway pki rotate-ca`) is not implemented yet: a CA is never reissued "
+               "in place, since every node, certificate and kubeconfig trusts it")
+
+
+def renew_advice(cd: ClusterDir, profile: CertProfile) -> str:
+    """What to do about a certificate that expires soon."""
+    if profile.is_ca:
+        return f"{profile.name} is a CA: {CA_ROTATION}"
+    return f"renew it: `{renew_command(cd, profile.name)}`, then `hardway -C {shlex.quote(str(cd.root))} up`"
+
+
+def renewable(spec: ClusterSpec, names: tuple[str, ...], every: bool) -> tuple[str, ...]:
+    """The leaves `pki renew` reissues: `names`, or with `every` all of them. Exit 2 for a CA
+    (rotation is another procedure), the service-account key pair (no certificate, nothing
+    expires), an unknown name, or neither names nor --all."""
+    plan = certificate_plan(spec)
+    leaves = [p.name for p in plan if not p.is_ca]
+    if every and names:
+        raise UsageError(f"pki renew: name certificates ({', '.join(names)}) or give --all, not both")
+    if every:
+        return tuple(leaves)
+    if not names:
+        raise UsageError(f"pki renew: name the certificates to renew, or --all; leaves: {', '.join(leaves)}")
+    by_name = {p.name: p for p in plan}
+    for name in names:
+        if name == SERVICE_ACCOUNT:
+            raise UsageError(f"pki renew {name}: the service-account signing key is a key pair, not a "
+                             "certificate, and does not expire; to replace it (every service-account token "
+                             "becomes invalid) run `hardway pki init --reissue sa`")
+        if name not in by_name:
+            raise UsageError(f"pki renew {name}: no such certificate; leaves: {', '.join(leaves)}")
+        if by_name[name].is_ca:
+            what = f"the self-signed twin of {by_name[name].twin_of}" if by_name[name].twin_of else "a CA"
+            raise UsageError(f"pki renew {name}: {what}; `pki renew` reissues leaf certificates only. "
+                             f"{CA_ROTATION}")
+    return tuple(dict.fromkeys(names))
+
+
 # What fixes a CA, by what differs, most fundamental first. A CA is never reissued (every node,
 # certificate and kubeconfig trusts it) and hardway cannot rotate one yet, so the fix is to
 # bring back the CA the cluster trusts, or to put the spec back the way the CA was made.
@@ -93,7 +138,12 @@ def ensure_pki(
     spec: ClusterSpec,
     reissue: tuple[str, ...] = (),
     now: dt.datetime | None = None,
+    keep_keys: bool = False,
+    validity_days: int | None = None,
 ) -> PkiReport:
+    """`reissue`: leaves (and twins, and `sa`) to issue again even though they match. Their new
+    certificates keep the key on disk with `keep_keys` (`pki renew`), where it is of the spec's
+    key type, and run `validity_days` (default: the spec's; never past the issuer's end)."""
     now = now or dt.datetime.now(dt.timezone.utc)
     plan = certificate_plan(spec)
     names = {p.name for p in plan} | {SERVICE_ACCOUNT}
@@ -103,7 +153,7 @@ def ensure_pki(
                 f"--reissue {name}: no such certificate; known: {', '.join(sorted(names))}"
             )
     report = PkiReport()
-    run = _Run(cd, spec, reissue, now, report)
+    run = _Run(cd, spec, reissue, now, report, keep_keys, validity_days)
     for profile in plan:
         run.ensure(profile)
     sa_key, sa_stale = _ensure_service_account(cd, spec, reissue, report)
@@ -121,8 +171,10 @@ def ensure_pki(
 
 class _Run:
     def __init__(self, cd: ClusterDir, spec: ClusterSpec, reissue: tuple[str, ...],
-                 now: dt.datetime, report: PkiReport) -> None:
+                 now: dt.datetime, report: PkiReport, keep_keys: bool = False,
+                 validity_days: int | None = None) -> None:
         self.cd, self.spec, self.reissue, self.now, self.report = cd, spec, reissue, now, report
+        self.keep_keys, self.validity_days = keep_keys, validity_days
         self.pairs: dict[str, tuple[x509.Certificate, PrivateKey]] = {}
         self.new: dict[str, tuple[x509.Certificate, PrivateKey]] = {}  # to write, in order
         self.found: dict[str, list[Difference]] = {}  # differences of what is kept
@@ -171,9 +223,16 @@ class _Run:
             self.found[name] = [Difference(Why.issuer, f"{cd.cert(name)} is missing; not issued while "
                                            f"its issuer {profile.issuer} is stale")]
             return
-        # Issue (or reissue) this certificate with a fresh key.
-        new_key = generate_key(self.spec.pki.key_type)
-        days = self.spec.pki.ca_validity_days if profile.is_ca else self.spec.pki.cert_validity_days
+        # Issue (or reissue) this certificate: for the key it has when asked to keep it and the
+        # key is still of the spec's type (a leaf made stale by a key type change needs a new
+        # one), otherwise for a fresh key.
+        keep = (self.keep_keys and cert is not None and key is not None and not profile.is_ca
+                and key_type_of(key) == self.spec.pki.key_type)
+        new_key = key if keep else generate_key(self.spec.pki.key_type)
+        if keep:
+            self.report.kept_keys.append(name)
+        days = self.spec.pki.ca_validity_days if profile.is_ca else (
+            self.validity_days or self.spec.pki.cert_validity_days)
         path_length = 1 if name == ROOT_CA else 0
         try:
             cert_new = build_certificate(profile, new_key, issuer, days, self.now, path_length=path_length)

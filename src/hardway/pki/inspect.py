@@ -10,9 +10,11 @@ from cryptography import x509
 
 from ..cluster_secrets import SECRET_MODE, needed, read_secrets
 from ..clusterdir import ClusterDir
-from ..errors import OperationError, UsageError
+from ..errors import OperationError
 from ..spec.model import ClusterSpec
 from . import store
+from .ensure import renew_advice
+from .expiry import MAX_WINDOW_DAYS, State, check_window, judge
 from .issue import key_type_of, public_pem
 from .profiles import SERVICE_ACCOUNT, certificate_plan
 from .verify import differences, names_of, sans_of
@@ -49,13 +51,12 @@ def show(cd: ClusterDir, spec: ClusterSpec) -> list[CertRow]:
 
 
 # `pki check --days`: 0 flags only what has expired; a century covers any validity hardway issues.
-MAX_CHECK_DAYS = 36500
+MAX_CHECK_DAYS = MAX_WINDOW_DAYS
 
 
 def check(cd: ClusterDir, spec: ClusterSpec, days: int = 30, now: dt.datetime | None = None) -> list[str]:
     """Every problem found; empty means the PKI and the secrets are sound for this spec."""
-    if not 0 <= days <= MAX_CHECK_DAYS:
-        raise UsageError(f"--days {days}: must be between 0 and {MAX_CHECK_DAYS}")
+    check_window(days, "--days")
     now = now or dt.datetime.now(dt.timezone.utc)
     problems: list[str] = []
     loaded: dict[str, x509.Certificate] = {}
@@ -84,16 +85,12 @@ def check(cd: ClusterDir, spec: ClusterSpec, days: int = 30, now: dt.datetime | 
                 problems.append(f"{profile.name}: {reason}")
         if profile.twin_of:
             continue  # valid exactly as long as its CA (checked above): the CA's expiry says it all
-        left = cert.not_valid_after_utc - now
-        if left <= dt.timedelta(0):
-            problems.append(f"{profile.name}: expired on {cert.not_valid_after_utc:%Y-%m-%d}")
-        elif left <= dt.timedelta(days=days):
-            problems.append(
-                f"{profile.name}: expires in {left.days} days ({cert.not_valid_after_utc:%Y-%m-%d}), "
-                f"within --days {days}; reissue with `hardway pki init --reissue {profile.name}`"
-            )
-        if cert.not_valid_before_utc > now:
-            problems.append(f"{profile.name}: not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M}")
+        when = judge(cert, now, days)
+        if when.state is State.expiring:
+            problems.append(f"{profile.name}: {when.describe()}, within --days {days}; "
+                            f"{renew_advice(cd, profile)}")
+        elif not when.ok:
+            problems.append(f"{profile.name}: {when.describe()}")
         problems += _mode_problems(key_path, 0o600)
     problems += _service_account(cd)
     for path in sorted(cd.kubeconfigs.glob("*.kubeconfig")):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from cryptography import x509
@@ -14,6 +15,15 @@ from .issue import PrivateKey, cert_pem, key_pem, public_pem
 
 KEY_MODE = 0o600
 CERT_MODE = 0o644
+
+_CERT_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----\r?\n.*?-----END CERTIFICATE-----", re.S)
+
+
+def cert_blocks(data: bytes) -> list[bytes]:
+    """Every PEM certificate in `data` (a certificate file, a bundle of one with its key), each
+    as `-----BEGIN ...-----` to `-----END ...-----` with one newline after: comparable with
+    what `issue.cert_pem` writes."""
+    return [m.group(0).replace(b"\r\n", b"\n") + b"\n" for m in _CERT_BLOCK.finditer(data)]
 
 
 def load_cert(path: Path) -> x509.Certificate | None:

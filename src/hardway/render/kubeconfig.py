@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 
+import yaml
+
 from ..material import Material
 from ..spec.model import APISERVER_PORT, ClusterSpec
 from .common import yaml_file
@@ -56,12 +58,27 @@ def render_kubeconfig(
                 {"name": cluster, "cluster": {"server": server, "certificate-authority-data": b64(ca)}}
             ],
             "users": [
-                {"name": entry, "user": {"client-certificate-data": b64(cert), "client-key-data": b64(key)}}
+                {"name": entry, "user": {CLIENT_CERT_FIELD: b64(cert), "client-key-data": b64(key)}}
             ],
             "contexts": [{"name": context, "context": {"cluster": cluster, "user": entry}}],
             "current-context": context,
         }
     )
+
+
+CLIENT_CERT_FIELD = "client-certificate-data"
+
+
+def client_certificate(content: bytes) -> bytes | None:
+    """The client certificate (PEM) a kubeconfig embeds; None when it embeds none."""
+    if CLIENT_CERT_FIELD.encode() not in content:
+        return None
+    try:
+        doc = yaml.safe_load(content)
+        data = doc["users"][0]["user"][CLIENT_CERT_FIELD]
+        return base64.b64decode(data, validate=True)
+    except (yaml.YAMLError, KeyError, IndexError, TypeError, ValueError):
+        return None
 
 
 def cluster_kubeconfigs(spec: ClusterSpec, material: Material) -> dict[str, bytes]:

@@ -16,6 +16,10 @@ CONTAINERD_SOCK = "unix:///run/containerd/containerd.sock"
 CONTAINERD_CONFIG = "/etc/containerd/config.toml"
 KUBELET_CONF = f"{K8S}/kubelet.conf"  # kubeconfig (kube-bench's $kubeletkubeconfig)
 KUBELET_CONFIG = f"{KUBELET_DIR}/config.yaml"
+# The client certificate the kubelet actually uses (rotateCertificates): at its first start it
+# copies the one embedded in KUBELET_CONF here, then renews it through CSRs the controller
+# manager signs. It falls back to KUBELET_CONF's only once this one has expired.
+KUBELET_CLIENT_CURRENT = f"{KUBELET_DIR}/pki/kubelet-client-current.pem"
 PROXY_CONF = f"{K8S}/proxy.conf"  # kubeconfig (kube-bench's $proxykubeconfig)
 PROXY_CONFIG = "/var/lib/kube-proxy/config.yaml"
 CNI_DIR = "/etc/cni/net.d"

@@ -2,10 +2,11 @@
 
 Checked: every etcd member's /health, every apiserver's /readyz (and the API through the load
 balancer where there is one), every hardway unit on every host (over SSH), each HAProxy's own
-view of every apiserver (its stats socket), every node Ready.
+view of every apiserver (its stats socket), the certificates deployed on every host (certs.py),
+every node Ready.
 Broken: no etcd quorum, the API unreachable at its advertised address, or no node Ready.
 Degraded: anything else short of everything healthy (a member, an apiserver, a unit, a
-backend HAProxy holds DOWN, a node).
+backend HAProxy holds DOWN, a certificate expiring within the window or not rolled out, a node).
 
 "LB answering via another backend" is not "LB down": the probe through the load balancer is
 tried a few times with short timeouts (a connection HAProxy sent to an apiserver that just
@@ -16,7 +17,7 @@ it holds DOWN, with its reason: degraded, not broken.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -29,9 +30,14 @@ from ..deploy.transport import Transport
 from ..deploy.hosts import Options, connect_all, each_host
 from ..errors import OperationError
 from ..material import load_material
+from ..pki.expiry import check_window
+from ..pki.profiles import profiles_by_name
 from ..render import render_cluster
+from ..render.certfiles import cert_files
 from ..spec.load import load_spec
 from ..spec.model import APISERVER_PORT, ClusterSpec
+from .certs import DEFAULT_DAYS, Judge, host_cert_checks
+from .checks import Check
 
 
 class Status(str, Enum):
@@ -51,13 +57,6 @@ def worst_exit(*codes: int) -> int:
     """The exit code of several verdicts (verify, smoke, conformance): the most severe one, so a
     failure (1) is never reported as merely degraded (3)."""
     return max(codes, key=lambda c: _SEVERITY.get(c, 2), default=0)
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    ok: bool
-    detail: str = ""
 
 
 @dataclass
@@ -89,11 +88,12 @@ def classify(etcd_ok: int, etcd_total: int, api_reachable: bool, nodes_ready: in
 
 
 async def unit_checks(spec: ClusterSpec, cd: ClusterDir, units: dict[str, list[str]], opts: Options,
-                      add: Callable[[Check], None], progress: Callable[[str], None] = lambda _m: None) -> None:
-    """Every host's units, and on a host running HAProxy its view of every apiserver; each
-    host on a connection of its own (an unreachable host is reported, the others are still
-    checked), at most `opts.parallel` connections open at once: each is closed before the next
-    host's is opened."""
+                      add: Callable[[Check], None], progress: Callable[[str], None] = lambda _m: None,
+                      more: Callable[[Transport], Awaitable[None]] | None = None) -> None:
+    """Every host's units, and on a host running HAProxy its view of every apiserver, then
+    `more` (the deployed certificates) on the same connection; each host on a connection of its
+    own (an unreachable host is reported, the others are still checked), at most
+    `opts.parallel` connections open at once: each is closed before the next host's is opened."""
     async def one(name: str) -> None:
         try:
             t = (await connect_all(spec, cd, [name], opts, progress))[name]
@@ -101,12 +101,15 @@ async def unit_checks(spec: ClusterSpec, cd: ClusterDir, units: dict[str, list[s
             add(Check(f"{name}: SSH", False, str(e).split(": ", 1)[-1].splitlines()[0]))
             return
         try:
-            states = await unit_states(t, units[name])
-            if "haproxy.service" in units[name]:
-                await haproxy_checks(t, [n.name for n in spec.controllers], add)
-        except OperationError as e:
-            add(Check(f"{name}: units", False, str(e).splitlines()[0]))
-            return
+            try:
+                states = await unit_states(t, units[name])
+                if "haproxy.service" in units[name]:
+                    await haproxy_checks(t, [n.name for n in spec.controllers], add)
+            except OperationError as e:
+                add(Check(f"{name}: units", False, str(e).splitlines()[0]))
+                states = {}
+            if more is not None:
+                await more(t)
         finally:
             await t.close()
         for unit, (state, _restarts) in states.items():
@@ -144,10 +147,14 @@ def api_through_lb(spec: ClusterSpec, ident: Identity) -> tuple[bool, str]:
 
 
 def verify(directory: str | Path = ".", progress: Callable[[str], None] = lambda _m: None,
-           opts: Options | None = None) -> VerifyReport:
+           opts: Options | None = None, cert_days: int = DEFAULT_DAYS) -> VerifyReport:
+    """`cert_days`: a certificate deployed on a host that expires within this many days is
+    reported (degraded)."""
+    check_window(cert_days, "--cert-days")
     cd = ClusterDir.at(directory)
     spec = load_spec(cd.spec).spec
-    cluster = render_cluster(spec, load_material(cd, spec))
+    material = load_material(cd, spec)
+    cluster = render_cluster(spec, material)
     report = VerifyReport()
     add = report.checks.append
 
@@ -167,8 +174,15 @@ def verify(directory: str | Path = ".", progress: Callable[[str], None] = lambda
         api_ok, _ = apiserver_ready(str(spec.api_host), spec.api_port, admin)
     progress(f"etcd: {etcd_ok} of {len(spec.controllers)} member(s) healthy")
 
+    judge = Judge(cd, profiles_by_name(spec), material, cert_days)
+
+    async def certificates(t: Transport) -> None:
+        bundle = cluster.nodes[t.node]
+        await host_cert_checks(t, cert_files(bundle, material), judge, add,
+                               kubelet=any(u.name == "kubelet.service" for u in bundle.units))
+
     asyncio.run(unit_checks(spec, cd, {name: [u.name for u in b.units] for name, b in cluster.nodes.items()},
-                            opts or Options(), add, progress))
+                            opts or Options(), add, progress, certificates))
 
     ready_count = 0
     workers = [n.name for n in spec.workers]
