@@ -78,6 +78,7 @@ def render_etcd(spec: ClusterSpec, member: Node, material: Material, bundle: Bun
         doc="https://etcd.io/docs/",
     )
     bundle.add_unit(
-        Unit("etcd.service", Phase.etcd, restart_on=tuple(f"{ETCD_PKI}/{n}" for n in files)), unit
+        Unit("etcd.service", Phase.etcd, restart_on=tuple(f"{ETCD_PKI}/{n}" for n in files), data=(ETCD_DATA,)),
+        unit
     )
     bundle.add_binaries("etcd", "etcd", "etcdctl")
