@@ -22,6 +22,11 @@ changing on the host:
   differ there).
 - `mounts`: every mount point and its type (pod volumes, sandboxes' shm, network namespaces).
 - `links`, `routes`, `rules`: `ip -o link`, `ip route show table all`, `ip rule`.
+
+Two names change when a machine boots again, with nothing else changing (a test reboots one):
+systemd's private /tmp of a service (`/var/tmp/systemd-private-<boot id>-<unit>-<random>`,
+named as `systemd-private-*-<unit>` here) and the index of a veth's peer in the host's
+namespace (`host0@if196`, named `host0@if*`: the host end is made anew at each boot).
 - `iptables`, `ip6tables`: `-save` output without its comment lines (time stamps) and with every
   counter set to [0:0] (packets counted since).
 - `unit-files`: `systemctl list-unit-files` (every unit file and its enablement).
@@ -65,6 +70,8 @@ SECTIONS = {
 }
 
 _COUNTERS = re.compile(r"\[\d+:\d+\]")
+_PRIVATE_TMP = re.compile(r"/systemd-private-[0-9a-f]{32}-(\S+?)-[A-Za-z0-9]{6}(?=/| |$)")
+_PEER = re.compile(r"@if\d+:")
 _TRANSIENT_UNIT = re.compile(r"^(session-\d+\.scope|user@\d+\.service|user-runtime-dir@\d+\.service|user-\d+\.slice"
                              r"|\S+\.(mount|swap|device))\s")
 
@@ -73,6 +80,10 @@ def normalise(section: str, text: str) -> list[str]:
     lines = text.splitlines()
     if section in ("iptables", "ip6tables"):
         lines = [_COUNTERS.sub("[0:0]", ln) for ln in lines if not ln.startswith("#")]
+    if section == "files":
+        lines = sorted(_PRIVATE_TMP.sub(r"/systemd-private-*-\1", ln) for ln in lines)
+    if section == "links":
+        lines = [_PEER.sub("@if*:", ln) for ln in lines]
     if section == "units":
         lines = [ln for ln in lines if not _TRANSIENT_UNIT.match(ln)]
     return lines
