@@ -119,6 +119,24 @@ def diff(directory: str | Path = ".", progress=lambda _m: None, parallel: int = 
     return _diff(directory, progress, Options(parallel=parallel, local=local))
 
 
+def reset_targets(directory: str | Path = ".", nodes: tuple[str, ...] = ()) -> list[str]:
+    """The nodes `reset` would reset, in its order (workers first); an unknown name is refused."""
+    from .deploy.reset import targets
+    return targets(validate(directory).spec, nodes)
+
+
+def reset(directory: str | Path = ".", nodes: tuple[str, ...] = (), progress=lambda _m: None,
+          parallel: int = 16, local: tuple[str, ...] = ()):
+    """Undo `up` on `nodes` (default: every node, workers first): hardway's units stopped and
+    disabled, its files removed, adopted originals put back, the components' data, mounts,
+    links, routes, iptables chains and accounts removed (deploy/reset.py). Changes nothing on
+    this machine. Returns a deploy.reset.ResetReport: a host that could not be reached or reset
+    is in its `failed`, and the others are reset all the same."""
+    from .deploy.hosts import Options
+    from .deploy.reset import reset as _reset
+    return _reset(directory, tuple(nodes), progress, Options(parallel=parallel, local=local))
+
+
 def verify(directory: str | Path = ".", progress=lambda _m: None, local: tuple[str, ...] = (),
            parallel: int = 16, cert_days: int = 30):
     """`cert_days`: certificates deployed on the hosts that expire within this many days make

@@ -1,5 +1,6 @@
-"""One changing command at a time per cluster directory: `up`, `diff`, `pki init`, `render`,
-`etcd snapshot|restore` and the lab verbs that change the lab hold DIR/.hardway.lock (an exclusive flock) while they run.
+"""One changing command at a time per cluster directory: `up`, `diff`, `reset`, `pki init`,
+`render`, `etcd snapshot|restore` and the lab verbs that change the lab hold DIR/.hardway.lock
+(an exclusive flock) while they run.
 
 A second one refuses at once and names the holder (PID, command, start time): racing would
 push half of one run's files and half of another's, or issue the PKI twice. The holder's

@@ -1,4 +1,4 @@
-"""`hardway up | diff | verify | kubectl`: the cluster on its hosts."""
+"""`hardway up | diff | reset | verify | kubectl`: the cluster on its hosts."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from .. import api
-from ..errors import UsageError
+from ..errors import OperationError, UsageError
 from ..pki.expiry import MAX_WINDOW_DAYS
 from .main import DIR_OPTION, cli, err, out
 
@@ -75,6 +75,54 @@ def diff(directory: Path, parallel: int, local: tuple[str, ...]) -> None:
         for line in lines:
             out.print(f"  {line}")
     out.print(summary(plans.values()))
+
+
+def _interactive() -> bool:
+    """Whether someone can answer a question on stdin."""
+    return sys.stdin.isatty()
+
+
+@cli.command()
+@DIR_OPTION
+@click.argument("nodes", nargs=-1, metavar="[NODE]...")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (needed without a terminal).")
+@parallel_option("reset")
+@LOCAL_OPTION
+def reset(directory: Path, nodes: tuple[str, ...], yes: bool, parallel: int, local: tuple[str, ...]) -> None:
+    """Undo `hardway up` on NODEs (default: every node, workers first), leaving each host as it was.
+
+    Stops and disables hardway's units, removes every file of the node's manifest (putting back
+    the originals `up --adopt` kept), the images it imported, the components' data and mounts,
+    the CNI bridge and veths, pod routes, the KUBE-* and CNI-* iptables chains, and the
+    directories, accounts and kernel settings hardway changed. The cluster directory on this
+    machine is left as it is: `hardway up` builds the cluster again from it. A host that cannot
+    be reached is named and the others are reset all the same (exit 1). Resetting a reset host
+    does nothing.
+    """
+    names = api.reset_targets(directory, nodes)
+    if not yes:
+        if not _interactive():
+            raise UsageError(f"reset would remove everything hardway put on {', '.join(names)}, and asks first; "
+                             "stdin is not a terminal: pass --yes to reset without asking")
+        if not click.confirm(f"Remove everything hardway put on {', '.join(names)} (the cluster there and its "
+                             "data, etcd included)?", default=False, err=True):
+            err.print("reset cancelled: nothing changed")
+            sys.exit(1)
+    report = api.reset(directory, nodes, _progress(), parallel, local)
+    for name, h in report.hosts.items():
+        if h.nothing:
+            out.print(f"{name}: nothing to do", markup=False)
+        elif h.ok:
+            out.print(f"{name}: reset ({len(h.done)} step(s))", markup=False)
+        else:
+            out.print(f"{name}: NOT reset: {h.error or '; '.join(h.problems)}", markup=False)
+        for note in h.notes:
+            out.print(f"  note: {note}", markup=False)
+    if report.failed:
+        raise OperationError(f"reset failed on {', '.join(report.failed)} (see above); the other host(s) were "
+                             "reset. Run `hardway reset` again once they are reachable (it is idempotent)")
+    out.print("nothing to do: no host holds anything of hardway's" if report.nothing_to_do
+              else f"reset {sum(not h.nothing for h in report.hosts.values())} host(s) in {report.seconds:.1f}s")
 
 
 @cli.command()

@@ -161,18 +161,29 @@ def parse_facts(node: str, text: str) -> Facts:
     )
 
 
-def ownership(node: str, manifest: str) -> tuple[set[str], dict[str, str]]:
-    """The paths the node's manifest lists, and the adopted ones' backups (none: no manifest)."""
+def read_manifest(node: str, manifest: str, without: str) -> dict:
+    """The node's manifest as a document ({} when there is none), its keys checked. `without`:
+    what removing a damaged one would mean, for the error."""
     if not manifest:
-        return set(), {}
+        return {}
     try:
         doc = json.loads(manifest)
-        return set(doc.get("files", {})), dict(doc.get("adopted", {}))
-    except (ValueError, AttributeError, TypeError) as e:
+        if not (isinstance(doc, dict) and isinstance(doc.get("files", {}), dict)
+                and isinstance(doc.get("adopted", {}), dict) and isinstance(doc.get("units", []), list)
+                and isinstance(doc.get("images", {}), dict)):
+            raise ValueError("not a hardway manifest")
+        return doc
+    except ValueError as e:
         # Guessing would either replace files we do not own or back up our own as "originals".
         raise OperationError(f"{node}: {MANIFEST} is damaged ({e}), so hardway cannot tell which files "
-                             "it owns there: restore it, or remove it (then every file that differs from "
-                             "the bundle counts as foreign, see `hardway up --adopt`)") from None
+                             f"it owns there: restore it, or remove it ({without})") from None
+
+
+def ownership(node: str, manifest: str) -> tuple[set[str], dict[str, str]]:
+    """The paths the node's manifest lists, and the adopted ones' backups (none: no manifest)."""
+    doc = read_manifest(node, manifest, "then every file that differs from the bundle counts as foreign, "
+                                        "see `hardway up --adopt`")
+    return set(doc.get("files", {})), dict(doc.get("adopted", {}))
 
 
 async def gather(t: Transport, d: Desired) -> Facts:

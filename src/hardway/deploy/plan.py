@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from ..render.bundle import Bundle, File
 from .desired import HARDWAY_STATE, Desired, backup_path, record_adopted
+from .found import Probe, probe_for
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class HostPlan:
     adopt: dict[str, str] = field(default_factory=dict)  # taken over, original kept: path -> backup
     removes: list[str] = field(default_factory=list)  # owned before, no longer rendered (obsolete())
     stops: list[str] = field(default_factory=list)  # units whose unit file is removed: stopped first
+    probe: Probe = Probe()  # what the push records of the host before it writes (found.py)
 
     @property
     def empty(self) -> bool:
@@ -154,6 +156,7 @@ def plan_host(bundle: Bundle, facts: Facts, items: dict | None = None,
                 c = Change(path, FOREIGN)
             plan.writes.append((f, c))
             changed.add(path)
+    plan.probe = probe_for(bundle, {path: items[path] for path in changed})
     plan.removes = obsolete(items, facts)
     plan.stops = [p.removeprefix(UNIT_DIR) for p in plan.removes
                   if p.startswith(UNIT_DIR) and p.endswith(".service")]

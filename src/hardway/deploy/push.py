@@ -5,8 +5,9 @@ over `<path>`: a reader sees the old file or the new one, never half of one, and
 key is never readable by others, not even for a moment. Before the first rename the node
 records the units this push obliges to restart (desired.PENDING): a run cut off between push
 and restart still restarts them next time. It also records the paths it is about to write
-(desired.CLAIMS) until the manifest, renamed last, lists them; and it copies each adopted
-file's original (`up --adopt`) to its backup, never over an existing one.
+(desired.CLAIMS) until the manifest, renamed last, lists them; it copies each adopted
+file's original (`up --adopt`) to its backup, never over an existing one; and first of all it
+records what the host had before (found.py), for `hardway reset`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import PurePosixPath
 
 from ..render.bundle import File
 from .desired import CLAIMS, MANIFEST, PENDING, SUMS, Blob
+from .found import record_script
 from .plan import HostPlan
 from .transport import Transport, check
 
@@ -66,7 +68,9 @@ def push_script(plan: HostPlan, root: str = "") -> str:
         return shlex.quote(root + path)
 
     dirs = sorted({str(PurePosixPath(it.path).parent) for it in items} | {str(PurePosixPath(PENDING).parent)})
-    lines = ["set -eu", "umask 022", "mkdir -p " + " ".join(q(d) for d in dirs)]
+    # What the host has before this push changes it, for `hardway reset` (found.py).
+    lines = ["set -eu", "umask 022", record_script(plan.probe, root).rstrip("\n"),
+             "mkdir -p " + " ".join(q(d) for d in dirs)]
     if plan.restarts or plan.reloads:  # a reload cut off is made up for by a restart next time
         lines.append(f"printf '%s\\n' {shlex.join(plan.restarts + plan.reloads)} >> {q(PENDING)}")
     for path, backup in sorted(plan.adopt.items()):

@@ -7,7 +7,7 @@ bytes and metadata only: no I/O, no knowledge of how they will be delivered.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 
@@ -44,6 +44,9 @@ class Unit:
     # A change to any of these paths reloads the unit instead (`systemctl reload`): it keeps
     # its listening sockets, so clients see no refused connection (HAProxy, keepalived).
     reload_on: tuple[str, ...] = ()
+    # Directories the unit's program fills while it runs (hardway writes no file there):
+    # `hardway reset` removes each one the host did not have before hardway's first push.
+    data: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -72,9 +75,7 @@ class Bundle:
     def add_unit(self, unit: Unit, content: str) -> None:
         path = f"/etc/systemd/system/{unit.name}"
         self.add(File(path, content.encode()))
-        self.units.append(
-            Unit(unit.name, unit.phase, tuple(dict.fromkeys((path, *unit.restart_on))), unit.oneshot, unit.reload_on)
-        )
+        self.units.append(replace(unit, restart_on=tuple(dict.fromkeys((path, *unit.restart_on)))))
 
     def add_binaries(self, artifact: str, *names: str) -> None:
         for name in names:

@@ -26,6 +26,9 @@ BIN = "/usr/local/bin"
 KUBELET_DIR = "/var/lib/kubelet"
 KUBE_PROXY_DIR = "/var/lib/kube-proxy"
 ETCD_DATA = "/var/lib/etcd"
+# Flex volume plugins: the kubelet and the controller manager create this directory (their
+# default --volume-plugin-dir/--flex-volume-plugin-dir) when they start.
+FLEX_VOLUME_DIR = "/usr/libexec/kubernetes"
 
 SECRET = 0o600
 

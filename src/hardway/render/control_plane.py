@@ -8,14 +8,15 @@ from ..pki.profiles import SERVICE_ACCOUNT
 from ..spec import versions
 from ..spec.model import ClusterSpec, Node
 from .bundle import Bundle, File, Phase, Unit
-from .common import (BIN, ETCD_PKI, K8S, PKI, SECRET, TLS_CIPHER_SUITES, TLS_MIN_VERSION, flags,
-                     optional, systemd_unit, yaml_file)
+from .common import (BIN, ETCD_PKI, FLEX_VOLUME_DIR, K8S, PKI, SECRET, TLS_CIPHER_SUITES, TLS_MIN_VERSION,
+                     flags, optional, systemd_unit, yaml_file)
 from .encryption import AUDIT_POLICY, ENCRYPTION_CONFIG, audit_policy, encryption_config
 from .etcd import etcd_servers
 
 CONTROLLER_MANAGER_CONF = f"{K8S}/controller-manager.conf"
 SCHEDULER_CONF = f"{K8S}/scheduler.conf"
 SCHEDULER_CONFIG = f"{K8S}/kube-scheduler.yaml"
+AUDIT_LOG_DIR = "/var/log/kubernetes"  # the apiserver creates it for its audit log
 
 # Certificates and keys each controller carries, by pki profile -> file stem in /etc/kubernetes/pki.
 _CONTROLLER_PKI = {
@@ -72,7 +73,7 @@ def apiserver_flags(spec: ClusterSpec, node: Node) -> list[str]:
         ("--service-node-port-range", spec.network.service_node_port_range),
         ("--encryption-provider-config", ENCRYPTION_CONFIG),
         ("--audit-policy-file", AUDIT_POLICY),
-        ("--audit-log-path", "/var/log/kubernetes/audit.log"),
+        ("--audit-log-path", f"{AUDIT_LOG_DIR}/audit.log"),
         ("--audit-log-maxage", 30),
         ("--audit-log-maxbackup", 10),
         ("--audit-log-maxsize", 100),
@@ -181,7 +182,8 @@ def render_control_plane(
     bundle.add_unit(
         Unit("kube-apiserver.service", Phase.control_plane, restart_on=(
             *pki_files, f"{PKI}/front-proxy-ca.crt", f"{PKI}/{SERVICE_ACCOUNT}.key",
-            f"{PKI}/{SERVICE_ACCOUNT}.pub", f"{ETCD_PKI}/ca.crt", ENCRYPTION_CONFIG, AUDIT_POLICY)),
+            f"{PKI}/{SERVICE_ACCOUNT}.pub", f"{ETCD_PKI}/ca.crt", ENCRYPTION_CONFIG, AUDIT_POLICY),
+            data=(AUDIT_LOG_DIR,)),
         systemd_unit(
             "Kubernetes API server (hardway)",
             [f"{BIN}/kube-apiserver", *apiserver_flags(spec, node)],
@@ -190,7 +192,8 @@ def render_control_plane(
     )
     bundle.add_unit(
         Unit("kube-controller-manager.service", Phase.control_plane, restart_on=(
-            CONTROLLER_MANAGER_CONF, f"{PKI}/ca.key", f"{PKI}/{SERVICE_ACCOUNT}.key", *shared)),
+            CONTROLLER_MANAGER_CONF, f"{PKI}/ca.key", f"{PKI}/{SERVICE_ACCOUNT}.key", *shared),
+            data=(FLEX_VOLUME_DIR,)),
         systemd_unit(
             "Kubernetes controller manager (hardway)",
             [f"{BIN}/kube-controller-manager", *controller_manager_flags(spec)],

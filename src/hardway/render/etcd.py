@@ -117,7 +117,8 @@ def render_etcd(spec: ClusterSpec, member: Node, material: Material, bundle: Bun
         doc="https://etcd.io/docs/",
     )
     bundle.add_unit(
-        Unit("etcd.service", Phase.etcd, restart_on=tuple(f"{ETCD_PKI}/{n}" for n in files)), unit
+        Unit("etcd.service", Phase.etcd, restart_on=tuple(f"{ETCD_PKI}/{n}" for n in files), data=(ETCD_DATA,)),
+        unit
     )
     # etcdctl (and etcdutl from 3.5) on every member: health checks, snapshots and restores
     # (deploy/etcd_backup.py) run there.

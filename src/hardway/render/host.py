@@ -9,6 +9,8 @@ from .common import header, systemd_unit
 
 SYSCTL_FILE = "/etc/sysctl.d/90-hardway.conf"
 MODULES_FILE = "/etc/modules-load.d/hardway.conf"
+ROUTES_UNIT = "hardway-routes.service"
+ROUTE_ADD = ["/sbin/ip", "route", "replace"]
 
 # What the kubelet checks at start; with protectKernelDefaults it refuses to run unless they
 # are already set, instead of silently changing them.
@@ -67,8 +69,21 @@ def render_host(spec: ClusterSpec, node: Node, bundle: Bundle) -> None:
             service={
                 "Type": "oneshot",
                 "RemainAfterExit": "yes",
-                "ExecStart": [systemd_command(["/sbin/ip", "route", "replace", cidr, "via", via])
-                              for cidr, via in routes],
+                "ExecStart": [systemd_command([*ROUTE_ADD, cidr, "via", via]) for cidr, via in routes],
             },
         )
-        bundle.add_unit(Unit("hardway-routes.service", Phase.host, oneshot=True), unit)
+        bundle.add_unit(Unit(ROUTES_UNIT, Phase.host, oneshot=True), unit)
+
+
+def installed_routes(unit_text: str) -> list[tuple[str, str]]:
+    """(pod CIDR, via) for each route a ROUTES_UNIT file, as rendered above, adds. The unit has no
+    ExecStop (a restart must not drop the routes for a moment), so `reset` deletes them itself,
+    reading the unit file the node has: the routes it actually added."""
+    prefix = "ExecStart=" + systemd_command(ROUTE_ADD) + " "
+    out = []
+    for line in unit_text.splitlines():
+        if line.startswith(prefix):
+            words = line[len(prefix):].split()
+            if len(words) == 3 and words[1] == "via":  # CIDRs and addresses are bare systemd words
+                out.append((words[0], words[2]))
+    return out

@@ -9,8 +9,8 @@ from ..material import Material
 from ..spec import versions
 from ..spec.model import ClusterSpec, Node
 from .bundle import Bundle, File, Phase, Unit
-from .common import (BIN, K8S, KUBELET_DIR, PKI, SECRET, TLS_CIPHER_SUITES, TLS_MIN_VERSION, flags,
-                     header, optional, systemd_unit, template, yaml_file)
+from .common import (BIN, FLEX_VOLUME_DIR, K8S, KUBELET_DIR, PKI, SECRET, TLS_CIPHER_SUITES,
+                     TLS_MIN_VERSION, flags, header, optional, systemd_unit, template, yaml_file)
 
 CONTAINERD_SOCK = "unix:///run/containerd/containerd.sock"
 CONTAINERD_CONFIG = "/etc/containerd/config.toml"
@@ -23,6 +23,14 @@ KUBELET_CLIENT_CURRENT = f"{KUBELET_DIR}/pki/kubelet-client-current.pem"
 PROXY_CONF = f"{K8S}/proxy.conf"  # kubeconfig (kube-bench's $proxykubeconfig)
 PROXY_CONFIG = "/var/lib/kube-proxy/config.yaml"
 CNI_DIR = "/etc/cni/net.d"
+CNI_BRIDGE = "cni0"  # the bridge plugin's interface; pods' veths are its ports
+# What containerd fills while it runs: its root and state (its defaults), its plugin directory,
+# the CNI plugins' state (host-local's leases, the result cache) and the pods' network namespaces
+# (both written by the plugins containerd runs).
+CONTAINERD_DATA = ("/var/lib/containerd", "/run/containerd", "/opt/containerd", "/var/lib/cni", "/run/netns")
+# The kubelet's: its root (pods, volumes, plugins; config.yaml and pki/ are hardway's files
+# there), the containers' logs and the flex volume plugin directory.
+KUBELET_DATA = (KUBELET_DIR, "/var/log/pods", "/var/log/containers", FLEX_VOLUME_DIR)
 
 
 def pause_image(spec: ClusterSpec) -> str:
@@ -74,7 +82,7 @@ def cni_configs(spec: ClusterSpec, node: Node) -> dict[str, bytes]:
     cidr = spec.pod_cidr(node)
     bridge = {
         "type": "bridge",
-        "bridge": "cni0",
+        "bridge": CNI_BRIDGE,
         "isGateway": True,
         "ipMasq": True,
         # A pod reaching a Service whose endpoint is itself leaves and re-enters through the
@@ -198,7 +206,7 @@ def render_worker(
 ) -> None:
     bundle.add(File(CONTAINERD_CONFIG, containerd_config(spec).encode()))
     bundle.add_unit(
-        Unit("containerd.service", Phase.worker, restart_on=(CONTAINERD_CONFIG,)),
+        Unit("containerd.service", Phase.worker, restart_on=(CONTAINERD_CONFIG,), data=CONTAINERD_DATA),
         containerd_unit(spec),
     )
     for path, content in cni_configs(spec, node).items():
@@ -215,7 +223,7 @@ def render_worker(
     bundle.add(File(KUBELET_CONFIG, yaml_file(kubelet_config(spec, node))))
     bundle.add_unit(
         Unit("kubelet.service", Phase.worker,
-             restart_on=(KUBELET_CONF, KUBELET_CONFIG, *kubelet_pki)),
+             restart_on=(KUBELET_CONF, KUBELET_CONFIG, *kubelet_pki), data=KUBELET_DATA),
         systemd_unit(
             "Kubernetes node agent (hardway)",
             [f"{BIN}/kubelet", *kubelet_flags(spec, node)],
