@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cluster_secrets import SECRET_MODE, needed, read_secrets
+from .cluster_secrets import SECRET_MODE, EncryptionKey, needed, parse_keys, read_secrets
 from .clusterdir import ClusterDir
 from .errors import OperationError, UsageError
 from .fsio import all_or_nothing, write_atomic
@@ -26,7 +26,7 @@ class Material:
     certs: Mapping[str, bytes]  # PEM by profile name
     keys: Mapping[str, bytes]  # PEM by profile name, plus "sa"
     sa_pub: bytes
-    encryption_key: str  # base64 of 32 random bytes
+    encryption_keys: tuple[EncryptionKey, ...]  # the write key first, then read-only ones
     vrrp_password: str = ""  # keepalived's, when the spec has that load balancer
 
     def cert(self, name: str) -> bytes:
@@ -109,4 +109,4 @@ def load_material(cd: ClusterDir, spec: ClusterSpec) -> Material:
         problems.insert(0, f"missing in {cd.root}: {shown}; run `hardway pki init` first")
     if problems:
         raise OperationError("\n".join(problems))
-    return Material(certs, keys, sa_pub, secrets["encryption-key"], secrets.get("vrrp-password", ""))
+    return Material(certs, keys, sa_pub, parse_keys(secrets["encryption-key"])[0], secrets.get("vrrp-password", ""))
