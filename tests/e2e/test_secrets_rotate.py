@@ -17,6 +17,7 @@ import pytest
 
 from hardway.clusterdir import ClusterDir
 from hardway.deploy.hosts import Options
+from hardway.spec.load import load_spec
 from hardway.verify.etcd_data import SECRETS, etcdctl_get
 from tests.e2e.cluster_fixture import LabCluster, Writer, hw, lab_cluster, log
 from tests.helpers import E2E_TIMEOUT
@@ -53,6 +54,7 @@ def kubectl_ok(c: LabCluster, *args: str) -> str:
 @pytest.fixture(scope="module")
 def rotated(tmp_path_factory, mirror):  # noqa: F811
     with lab_cluster(tmp_path_factory.mktemp("enc") / "cluster", "ha", "hwenc", 87, mirror) as c:
+        c.spec = load_spec(c.dir / "cluster.yaml").spec  # as `lab up` left it (the lab's SSH key)
         r = hw(c.dir, "up", timeout=1200)
         assert r.returncode == 0, r.stderr[-3000:]
         kubectl_ok(c, "create", "namespace", NS)
