@@ -111,6 +111,17 @@ def up(directory: str | Path = ".", progress=lambda _m: None, timeout: float = 3
     return _up(directory, progress, Options(timeout, parallel, local, adopt, worker_batch))
 
 
+def secrets_rotate(directory: str | Path = ".", progress=lambda _m: None, timeout: float = 300,
+                   parallel: int = 16, local: tuple[str, ...] = (), worker_batch: int = 1,
+                   dry_run: bool = False):
+    """Rotate the key Secrets are encrypted with at rest, or finish a rotation cut off before
+    (keyrotation.py): new key as a read key, `up`; as the write key, `up`; every Secret
+    rewritten; old key dropped, `up`. Each `up` rolls the apiservers one at a time."""
+    from .deploy.hosts import Options
+    from .keyrotation import rotate
+    return rotate(directory, progress, Options(timeout, parallel, local, False, worker_batch), dry_run)
+
+
 def diff(directory: str | Path = ".", progress=lambda _m: None, parallel: int = 16,
          local: tuple[str, ...] = ()):
     """Per host, what `up` would change (deploy.plan.HostPlan); changes nothing."""

@@ -4,6 +4,7 @@
     DIR/pki/NAME.crt|key    certificates and keys (keys 0600); sa.key/sa.pub
     DIR/kubeconfigs/*.kubeconfig
     DIR/secrets/encryption-key   (and vrrp-password with keepalived): see cluster_secrets.py
+    DIR/secrets/encryption-rotation   the steps done of a key rotation under way (keyrotation.py)
     DIR/bundles/NODE/...    `hardway render` output (default location)
     DIR/artifacts.lock      sha256 of every artifact, recorded at the first fetch (artifacts/lock.py)
     DIR/etcd-cluster-token  etcd's --initial-cluster-token, once `hardway etcd restore` chose a new one
@@ -19,7 +20,7 @@ from .errors import UsageError
 
 SPEC_FILE = "cluster.yaml"
 # the directories hardway keeps in a cluster directory, and what for
-_ROLE = {"pki": "certificates and keys", "kubeconfigs": "kubeconfigs", "secrets": "the encryption key",
+_ROLE = {"pki": "certificates and keys", "kubeconfigs": "kubeconfigs", "secrets": "the encryption keys",
          "bundles": "`hardway render` output", "bin": "the cluster's kubectl", "lab": "the lab's machines",
          "backups": "etcd snapshots"}
 
@@ -97,3 +98,7 @@ class ClusterDir:
     @property
     def backups(self) -> Path:
         return self.root / "backups"
+
+    @property
+    def encryption_rotation(self) -> Path:
+        return self.secret("encryption-rotation")

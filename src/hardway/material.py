@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cluster_secrets import SECRET_MODE, needed, read_secrets
+from .cluster_secrets import SECRET_MODE, EncryptionKey, needed, parse_keys, read_secrets
 from .clusterdir import ClusterDir
 from .errors import OperationError, UsageError
 from .fsio import all_or_nothing, write_atomic
@@ -28,7 +28,7 @@ class Material:
     certs: Mapping[str, bytes]  # PEM by profile name
     keys: Mapping[str, bytes]  # PEM by profile name, plus "sa"
     sa_pub: bytes
-    encryption_key: str  # base64 of 32 random bytes
+    encryption_keys: tuple[EncryptionKey, ...]  # the write key first, then read-only ones
     vrrp_password: str = ""  # keepalived's, when the spec has that load balancer
     etcd_token: str = ""  # set by `hardway etcd restore`; "": derived (render/etcd.py cluster_token)
 
@@ -116,7 +116,7 @@ def load_material(cd: ClusterDir, spec: ClusterSpec) -> Material:
     token = read_etcd_token(cd, problems)
     if problems:
         raise OperationError("\n".join(problems))
-    return Material(certs, keys, sa_pub, secrets["encryption-key"], secrets.get("vrrp-password", ""), token)
+    return Material(certs, keys, sa_pub, parse_keys(secrets["encryption-key"])[0], secrets.get("vrrp-password", ""), token)
 
 
 # What `hardway etcd restore` writes (deploy/etcd_backup.py new_token): one systemd word, no quoting.

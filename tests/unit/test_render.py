@@ -208,7 +208,8 @@ def test_encryption_config_per_provider():
         doc = yaml.safe_load(f.content.decode().split("---\n", 1)[1])
         providers = doc["resources"][0]["providers"]
         assert list(providers[0]) == [provider] and providers[1] == {"identity": {}}
-        assert providers[0][provider]["keys"][0]["secret"] == fake_material(make_spec("single")).encryption_key
+        assert providers[0][provider]["keys"] == [
+            {"name": "key1", "secret": fake_material(make_spec("single")).encryption_keys[0].secret}]
 
 
 def test_cni_and_routes_use_each_nodes_pod_cidr():

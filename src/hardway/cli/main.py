@@ -207,6 +207,7 @@ from .artifacts import artifacts as _artifacts  # noqa: E402
 from .etcd import etcd as _etcd  # noqa: E402
 from .lab import lab as _lab  # noqa: E402
 from . import cluster as _cluster  # noqa: E402,F401  (registers up, diff, verify, kubectl)
+from . import secrets as _secrets  # noqa: E402,F401  (registers secrets rotate)
 
 cli.add_command(_artifacts)
 cli.add_command(_etcd)

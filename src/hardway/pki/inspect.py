@@ -98,6 +98,7 @@ def check(cd: ClusterDir, spec: ClusterSpec, days: int = 30, now: dt.datetime | 
     problems += read_secrets(cd, spec)[1]
     for secret in needed(spec):
         problems += _mode_problems(cd.secret(secret.name), SECRET_MODE)
+    problems += _mode_problems(cd.encryption_rotation, SECRET_MODE)
     return problems
 
 

@@ -14,7 +14,8 @@ AUDIT_POLICY = f"{K8S}/audit-policy.yaml"
 def encryption_config(spec: ClusterSpec, material: Material) -> bytes:
     provider = spec.encryption.provider
     # The real provider comes first: new writes are encrypted with it (CIS 1.2.33 reads the
-    # first provider). identity last lets the apiserver read Secrets written before
+    # first provider), with its first key; the other keys only read (a rotation in progress,
+    # keyrotation.py). identity last lets the apiserver read Secrets written before
     # encryption was turned on.
     return yaml_file({
         "apiVersion": versions.config_api(spec.minor, "EncryptionConfiguration"),
@@ -22,7 +23,7 @@ def encryption_config(spec: ClusterSpec, material: Material) -> bytes:
         "resources": [{
             "resources": ["secrets"],
             "providers": [
-                {provider: {"keys": [{"name": "key1", "secret": material.encryption_key}]}},
+                {provider: {"keys": [{"name": k.name, "secret": k.secret} for k in material.encryption_keys]}},
                 {"identity": {}},
             ],
         }],

@@ -7,10 +7,8 @@ cluster and to 127.0.0.1 (port-forward).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import shlex
 import subprocess
 import time
 import urllib.request
@@ -21,13 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..clusterdir import ClusterDir
-from ..deploy.hosts import Options, connect_all
+from ..cluster_secrets import read_keys
+from ..deploy.hosts import Options
 from ..kubectl import kubectl, kubectl_argv
 from ..errors import OperationError
-from ..render.etcd import etcdctl
 from ..render.manifests import coredns_image
 from ..spec.load import load_spec
 from ..spec.model import ClusterSpec
+from .etcd_data import SECRETS, describe_keys, etcdctl_get, secrets_by_key, stored_key
 
 NS = "hardway-smoke"
 WEB_IMAGE = "hardway.local/web:1.0"
@@ -79,13 +78,27 @@ def expect(ok: object, why: str) -> None:
         raise CheckFailed(why)
 
 
-def check_encrypted(raw: bytes, provider: str, plaintext: bytes) -> str:
-    """The verdict on a Secret's value as etcd stores it: encrypted by `provider`, no plaintext."""
+def check_encrypted(raw: bytes, provider: str, plaintext: bytes, key: str) -> str:
+    """The verdict on a new Secret's value as etcd stores it: encrypted by `provider` with the
+    write key `key`, no plaintext."""
     prefix = f"k8s:enc:{provider}:v1:".encode()
     expect(raw.startswith(prefix), f"the value stored in etcd starts with {raw[:40]!r}, not {prefix!r}: "
            "secrets are NOT encrypted at rest")
+    used = stored_key(raw, provider)
+    expect(used == key, f"the value stored in etcd is encrypted with key {used!r}, not with {key!r}, the "
+           "first in the cluster directory's encryption-key: the apiservers do not run its encryption "
+           "config (run `hardway up`)")
     expect(plaintext not in raw, "the plaintext value appears in etcd")
-    return f"etcd holds {raw[:len(prefix)].decode()}… ({len(raw)} bytes, no plaintext)"
+    return f"etcd holds {raw[:len(prefix) + len(key) + 1].decode()}… ({len(raw)} bytes, no plaintext)"
+
+
+def check_secrets_at_rest(by_key: dict[str, list[str]], key: str, rotating: bool) -> str:
+    """The verdict on every Secret in etcd (secrets_by_key): each stored with the write key."""
+    others = {k: v for k, v in by_key.items() if k != key}
+    expect(not others, f"Secrets in etcd not encrypted with key {key}: {describe_keys(others)}; "
+           + ("a key rotation is under way: `hardway secrets rotate` finishes it" if rotating else
+              "`hardway secrets rotate` rewrites every Secret with a new key"))
+    return f"{len(by_key.get(key, []))} Secret(s) in etcd, every one encrypted with key {key}"
 
 
 def web_manifest(image: str, workers: int) -> bytes:
@@ -135,25 +148,6 @@ def _retry(fn: Callable[[], str], seconds: float = 30) -> str:
             time.sleep(1)
 
 
-def _secret_in_etcd(spec: ClusterSpec, cd: ClusterDir, name: str, opts: Options,
-                    progress: Callable[[str], None]) -> bytes:
-    ctl = spec.controllers[0]
-
-    async def read() -> bytes:
-        ts = await connect_all(spec, cd, [ctl.name], opts, progress)
-        try:
-            r = await ts[ctl.name].run(
-                shlex.join([*etcdctl(ctl), "get", f"/registry/secrets/{NS}/{name}", "--print-value-only"]),
-                timeout=30)
-        finally:
-            await ts[ctl.name].close()
-        if r.rc != 0:
-            raise OperationError(f"etcdctl on {ctl.name}: {r.err.strip()}")
-        return r.stdout
-
-    return asyncio.run(read())
-
-
 def smoke(directory: str | Path = ".", progress: Callable[[str], None] = lambda _m: None,
           opts: Options | None = None, timeout: float = 180) -> SmokeReport:
     cd = ClusterDir.at(directory)
@@ -185,9 +179,17 @@ def smoke(directory: str | Path = ".", progress: Callable[[str], None] = lambda 
 
         def encryption() -> str:
             k.run("-n", NS, "create", "secret", "generic", secret, "--from-literal=mykey=mydata")
-            return check_encrypted(_secret_in_etcd(spec, cd, secret, opts, progress), provider, b"mydata")
+            path = f"{SECRETS}{NS}/{secret}"
+            raw = etcdctl_get(spec, cd, path, opts, progress).get(path)
+            expect(raw is not None, f"etcd holds no {path}")
+            return check_encrypted(raw, provider, b"mydata", read_keys(cd)[0].name)
+
+        def at_rest() -> str:
+            by_key = secrets_by_key(etcdctl_get(spec, cd, SECRETS, opts, progress, prefix=True), provider)
+            return check_secrets_at_rest(by_key, read_keys(cd)[0].name, cd.encryption_rotation.exists())
 
         record("secret encrypted at rest", encryption)
+        record("every Secret in etcd encrypted with the write key", at_rest)
 
         workers = spec.workers
         pods: list[dict] = []  # the web pods, once the deployment is available
