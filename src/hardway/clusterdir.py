@@ -6,6 +6,7 @@
     DIR/secrets/encryption-key   (and vrrp-password with keepalived): see cluster_secrets.py
     DIR/bundles/NODE/...    `hardway render` output (default location)
     DIR/artifacts.lock      sha256 of every artifact, recorded at the first fetch (artifacts/lock.py)
+    DIR/etcd-members.json   the controllers that joined the running etcd cluster (membership.py)
 """
 
 from __future__ import annotations
@@ -76,6 +77,10 @@ class ClusterDir:
     @property
     def artifacts_lock(self) -> Path:
         return self.root / "artifacts.lock"
+
+    @property
+    def etcd_members(self) -> Path:
+        return self.root / "etcd-members.json"
 
     @property
     def kubectl(self) -> Path:

@@ -175,6 +175,7 @@ def render(directory: Path, out_dir: Path | None) -> None:
 from .artifacts import artifacts as _artifacts  # noqa: E402
 from .lab import lab as _lab  # noqa: E402
 from . import cluster as _cluster  # noqa: E402,F401  (registers up, diff, verify, kubectl)
+from . import node as _node  # noqa: E402,F401  (registers node remove)
 
 cli.add_command(_artifacts)
 cli.add_command(_lab)
