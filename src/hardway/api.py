@@ -18,6 +18,7 @@ from .fsio import write_atomic
 from .kubeconfig_merge import merge_kubeconfig
 from .lock import cluster_lock
 from .material import MaterialReport, current_material, ensure_material
+from .membership import load_membership
 from .pki import inspect
 from .render import ClusterBundle, render_cluster
 from .spec.load import LoadedSpec, load_spec, parse_spec
@@ -96,7 +97,7 @@ def render(directory: str | Path = ".", out: str | Path | None = None) -> tuple[
     spec = validate(directory).spec
     with cluster_lock(directory, "render"):
         material_report, material = current_material(cd, spec, "render")
-        bundles = render_cluster(spec, material)
+        bundles = render_cluster(spec, material, load_membership(cd))
         report = write_bundles(bundles, Path(out) if out else cd.bundles)
     return bundles, report, material_report
 
@@ -146,6 +147,72 @@ def reset(directory: str | Path = ".", nodes: tuple[str, ...] = (), progress=lam
     from .deploy.hosts import Options
     from .deploy.reset import reset as _reset
     return _reset(directory, tuple(nodes), progress, Options(parallel=parallel, local=local))
+
+
+def node_remove(directory: str | Path = ".", name: str = "", progress=lambda _m: None, reissue: tuple[str, ...] = (),
+                timeout: float = 300, parallel: int = 16, local: tuple[str, ...] = ()):
+    """Remove controller `name` from the running cluster: its entry out of cluster.yaml (the
+    rest of the file as it was), then `up`, which removes its etcd member with the quorum held,
+    the load balancers and apiservers stop using it, and its units are stopped (deploy/members.py).
+    `reissue`: certificates the removal makes stale (the apiserver's names every controller),
+    reissued on the way. Refused, with nothing changed, when that is needed and not given."""
+    from .deploy.hosts import Options
+    from .deploy.up import UpReport
+    from .deploy.up import up as _up
+    from .errors import HardwayError
+    from .pki.ensure import StalePki
+    from .spec.edit import without_node
+    from .spec.model import Role
+
+    cd = ClusterDir.at(directory)
+    spec = validate(directory).spec
+    names = [n.name for n in spec.nodes]
+    if name not in names:
+        raise UsageError(f"no node named {name!r} in {cd.spec}; nodes: {', '.join(names)}")
+    node = spec.node(name)
+    if node.roles != [Role.controller]:
+        raise UsageError(f"{name} has the role(s) {', '.join(r.value for r in node.roles)}: `hardway node remove` "
+                         "removes controllers (etcd member, apiserver) so far; a worker's or a load balancer's "
+                         "removal is not built yet")
+    old = cd.spec.read_text()
+    new = without_node(old, name, str(cd.spec))
+    parse_spec(new, f"{cd.spec} without {name}")  # e.g. its last controller: refused here
+    with cluster_lock(directory, f"node remove {name}"):
+        mode = cd.spec.stat().st_mode & 0o7777
+        # What --reissue replaces, kept until a host has changed: a refusal before that (the
+        # quorum, say) puts the directory back as it was, certificates included.
+        kept = {f: (f.read_bytes(), f.stat().st_mode & 0o7777) for n in reissue
+                for f in (cd.cert(n), cd.key(n)) if f.exists()}
+
+        def put_back() -> None:
+            write_atomic(cd.spec, old.encode(), mode)
+            for f, (data, m) in kept.items():
+                write_atomic(f, data, m)
+
+        write_atomic(cd.spec, new.encode(), mode)
+        progress(f"{cd.spec}: {name}'s entry removed (the rest of the file as it was)")
+        report = UpReport({})
+        try:
+            return _up(directory, progress, Options(timeout, parallel, local), reissue, report)
+        except StalePki as e:
+            put_back()
+            fixable = [s.name for s in e.stale.values() if s.reissue]
+            if len(fixable) < len(e.stale):
+                raise
+            again = " ".join(["hardway", "-C", str(cd.root), "node", "remove", name,
+                              *(a for n in fixable for a in ("--reissue", n))])
+            raise UsageError(f"removing {name} makes certificate(s) {', '.join(fixable)} stale (they name it): "
+                             f"{'; '.join(r for s in e.stale.values() for r in s.reasons)}. Nothing was changed "
+                             f"({cd.spec} is as it was). To reissue them as part of the removal: `{again}`") from None
+        except HardwayError:
+            if not report.hosts_touched:
+                put_back()
+                progress(f"{cd.spec}" + (" and the certificates to reissue" if kept else "")
+                         + " put back as they were (no host was changed)")
+            else:
+                progress(f"{cd.spec} no longer lists {name}; once the problem above is fixed, `hardway up` "
+                         "finishes the removal")
+            raise
 
 
 def verify(directory: str | Path = ".", progress=lambda _m: None, local: tuple[str, ...] = (),

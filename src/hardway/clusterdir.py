@@ -9,6 +9,7 @@
     DIR/artifacts.lock      sha256 of every artifact, recorded at the first fetch (artifacts/lock.py)
     DIR/etcd-cluster-token  etcd's --initial-cluster-token, once `hardway etcd restore` chose a new one
     DIR/backups/            `hardway etcd snapshot` files (0600) and their .sha256
+    DIR/etcd-members.json   the controllers that joined the running etcd cluster (membership.py)
 """
 
 from __future__ import annotations
@@ -80,6 +81,10 @@ class ClusterDir:
     @property
     def artifacts_lock(self) -> Path:
         return self.root / "artifacts.lock"
+
+    @property
+    def etcd_members(self) -> Path:
+        return self.root / "etcd-members.json"
 
     @property
     def kubectl(self) -> Path:

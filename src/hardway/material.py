@@ -82,10 +82,12 @@ def ensure_material(
     return report
 
 
-def current_material(cd: ClusterDir, spec: ClusterSpec, command: str) -> tuple[MaterialReport, Material]:
-    """The material `command` (render, diff, up) builds from, made as needed; StalePki (exit 2,
-    naming each stale item and its fix) while anything on disk does not match the spec."""
-    report = ensure_material(cd, spec)
+def current_material(cd: ClusterDir, spec: ClusterSpec, command: str,
+                     reissue: tuple[str, ...] = ()) -> tuple[MaterialReport, Material]:
+    """The material `command` (render, diff, up) builds from, made as needed (and `reissue`
+    reissued, as `pki init --reissue` does); StalePki (exit 2, naming each stale item and its
+    fix) while anything on disk does not match the spec."""
+    report = ensure_material(cd, spec, reissue)
     if report.pki.stale:
         raise StalePki(cd, report.pki.stale, f"`hardway {command}` stopped before using it")
     return report, load_material(cd, spec)

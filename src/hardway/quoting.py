@@ -60,6 +60,23 @@ def systemd_command(argv: list[str]) -> str:
     return " ".join(systemd_word(a) for a in argv)
 
 
+# ---- systemd EnvironmentFile= ----
+
+_ENV_ESCAPES = {"\\": "\\\\", '"': '\\"', "$": "\\$", "`": "\\`"}
+
+
+def systemd_env_value(value: str) -> str:
+    """The value of a `KEY=value` line in a file read by `EnvironmentFile=`: bare when plain,
+    else double-quoted with backslash escapes for `\\`, `"`, `$` and backquote, which systemd's
+    parser removes (systemd.exec(5), EnvironmentFile=). A line break or another control
+    character would end or bend the line: refused."""
+    if _SYSTEMD_BARE.fullmatch(value):
+        return value
+    if _control(value):
+        raise QuotingError(f"{value!r} cannot be written into an environment file")
+    return '"' + "".join(_ENV_ESCAPES.get(c, c) for c in value) + '"'
+
+
 # ---- TOML (containerd's config) ----
 
 _TOML_ESCAPES = {"\\": "\\\\", '"': '\\"', "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}

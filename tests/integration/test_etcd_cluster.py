@@ -99,6 +99,7 @@ def localize(argv: list[str], etcd_bin: str, pki_dir: Path, data_dir: Path, port
             arg = re.sub(r"(https?://[0-9.]+):(\d+)", lambda m: f"{m.group(1)}:{ports[int(m.group(2))]}", arg)
         out.append(arg)
     assert data_dirs == 1, "the rendered unit must set --data-dir exactly once"
+    assert not any(a.startswith("--initial-cluster") for a in out), "bootstrap settings belong in the env file"
     # Every path the unit names must now exist: a new file flag in the renderer that this
     # test does not rewrite fails here instead of as a confusing etcd start-up error.
     for arg in out[1:]:
@@ -106,6 +107,21 @@ def localize(argv: list[str], etcd_bin: str, pki_dir: Path, data_dir: Path, port
         if value.startswith("/"):
             assert Path(value).exists(), f"{arg}: no such file after rewriting the unit"
     return out
+
+
+def unit_environment(unit_text: str, bundle: Path, ports: dict[int, int]) -> dict[str, str]:
+    """The variables of the unit's EnvironmentFile= (read from the node's bundle), ports in
+    their URLs changed like the flags' (etcd reads ETCD_* variables as its flags)."""
+    files = [ln.split("=", 1)[1] for ln in unit_text.splitlines() if ln.startswith("EnvironmentFile=")]
+    assert files, "etcd.service names no EnvironmentFile= (its --initial-cluster* settings)"
+    env = {}
+    for f in files:
+        for line in (bundle / f.lstrip("/")).read_text().splitlines():
+            if line.strip() and not line.startswith("#"):
+                key, value = line.split("=", 1)
+                assert '"' not in value, f"{line}: this test reads bare values only"
+                env[key] = re.sub(r"(https?://[0-9.]+):(\d+)", lambda m: f"{m.group(1)}:{ports[int(m.group(2))]}", value)
+    return env
 
 
 def port_free(address: str, port: int) -> bool:
@@ -156,6 +172,7 @@ def tail(path: Path, lines: int = 12) -> str:
 class EtcdCluster:
     root: Path
     cluster_dir: ClusterDir
+    etcd_bin: str
     etcdctl_bin: str
     client_port: int
     peer_port: int
@@ -262,6 +279,23 @@ def etcd_programs() -> tuple[str, str]:
     return etcd_bin, etcdctl_bin
 
 
+def start_member(c: EtcdCluster, name: str, bundle: Path) -> None:
+    """One member from its rendered bundle: the unit's command and environment file, localized."""
+    ports = {CLIENT_PORT: c.client_port, PEER_PORT: c.peer_port}
+    unit = (bundle / UNIT).read_text()
+    data_dir = c.root / "data" / name
+    data_dir.mkdir(parents=True)
+    data_dir.chmod(0o700)
+    cmd = localize(exec_start(unit), c.etcd_bin, bundle / ETCD_PKI.lstrip("/"), data_dir, ports)
+    c.logs[name] = c.root / f"{name}.log"
+    log = open(c.logs[name], "wb")
+    c.log_files.append(log)
+    c.procs[name] = subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+        env={**clean_env(), **unit_environment(unit, bundle, ports)}, cwd=c.root, start_new_session=True,
+    )
+
+
 def start_cluster(root: Path, on_stop: Callable[[Callable[[], None]], None]) -> EtcdCluster:
     """Render the looptest cluster into `root` and start its members on free ports; `on_stop`
     registers the stop before the first member starts, so members never outlive the caller."""
@@ -271,23 +305,10 @@ def start_cluster(root: Path, on_stop: Callable[[Callable[[], None]], None]) -> 
     cd = ClusterDir(root / "cluster")
     ensure_material(cd, spec)
     write_bundles(render_cluster(spec, load_material(cd, spec)), root / "bundles")
-    c = EtcdCluster(root, cd, etcdctl_bin, client_port, peer_port)
+    c = EtcdCluster(root, cd, etcd_bin, etcdctl_bin, client_port, peer_port)
     on_stop(c.stop)
     for name in MEMBERS:
-        bundle = root / "bundles" / name
-        argv = exec_start((bundle / UNIT).read_text())
-        data_dir = root / "data" / name
-        data_dir.mkdir(parents=True)
-        data_dir.chmod(0o700)
-        cmd = localize(argv, etcd_bin, bundle / ETCD_PKI.lstrip("/"), data_dir,
-                       {CLIENT_PORT: client_port, PEER_PORT: peer_port})
-        c.logs[name] = root / f"{name}.log"
-        log = open(c.logs[name], "wb")
-        c.log_files.append(log)
-        c.procs[name] = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            env=clean_env(), cwd=root, start_new_session=True,
-        )
+        start_member(c, name, root / "bundles" / name)
     wait_healthy(c)
     return c
 

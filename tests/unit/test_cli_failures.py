@@ -77,8 +77,12 @@ def converged_hosts(monkeypatch) -> None:
                      active_units=frozenset(d.unit_names), sysctls=dict(d.bundle.sysctls),
                      modules={m: True for m in d.bundle.modules}, packages=frozenset(d.bundle.packages))
 
+    async def no_member_changes(_s):
+        return None  # etcd's members are the spec's (tests/unit/test_members.py covers the survey)
+
     monkeypatch.setattr(deploy_hosts, "connect_ssh", connect)
     monkeypatch.setattr(deploy_up, "gather", gather)
+    monkeypatch.setattr(deploy_up.members, "survey", no_member_changes)
     monkeypatch.setattr(deploy_up, "etcd_health", lambda *_a, **_k: (True, "ok"))
     monkeypatch.setattr(deploy_up, "apiserver_ready", lambda *_a, **_k: (True, "ok"))
 

@@ -267,8 +267,10 @@ def test_up_refuses_before_pushing_anything_unless_adopting(tmp_path):
     import asyncio
     from types import SimpleNamespace
 
+    from hardway.clusterdir import ClusterDir
     from hardway.deploy.hosts import Options
     from hardway.deploy.up import UpReport, _up
+    from hardway.membership import FOUNDERS
 
     d = worker(tmp_path)
     plans = {"worker-0": plan_for(d, host_with(CONTAINERD, THEIRS))}
@@ -280,7 +282,10 @@ def test_up_refuses_before_pushing_anything_unless_adopting(tmp_path):
             raise LookupError(name)
 
     def session(adopt: bool):
-        return SimpleNamespace(p=SimpleNamespace(spec=make_spec("basic"), cd=None), progress=lambda _m: None,
+        # No PKI in `cd`: the version-skew check finds no apiserver to ask (no running cluster).
+        return SimpleNamespace(p=SimpleNamespace(spec=make_spec("basic"), cd=ClusterDir(tmp_path / "c"),
+                                                 membership=FOUNDERS),
+                               progress=lambda _m: None, members=None,
                                opts=Options(adopt=adopt), plans=plans, names=["worker-0"], t=Transports())
 
     with pytest.raises(OperationError, match=f"worker-0: {CONTAINERD}"):

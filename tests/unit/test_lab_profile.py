@@ -53,7 +53,7 @@ def test_up_on_lab_machines_refuses_it_too_and_only_there(tmp_path, monkeypatch)
     api.init(d, "ha-vip")
     reached: list[str] = []
 
-    def prepare(directory, progress):
+    def prepare(directory, progress, **_options):
         reached.append("prepare")
         raise UsageError("stop here")
 

@@ -208,6 +208,7 @@ from .etcd import etcd as _etcd  # noqa: E402
 from .lab import lab as _lab  # noqa: E402
 from . import cluster as _cluster  # noqa: E402,F401  (registers up, diff, verify, kubectl)
 from . import secrets as _secrets  # noqa: E402,F401  (registers secrets rotate)
+from . import node as _node  # noqa: E402,F401  (registers node remove)
 
 cli.add_command(_artifacts)
 cli.add_command(_etcd)

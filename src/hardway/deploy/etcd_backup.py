@@ -39,7 +39,8 @@ from ..fsio import new_file, write_atomic
 from ..lab.state import state_path
 from ..lock import cluster_lock
 from ..render.common import ETCD_DATA
-from ..render.etcd import etcdctl, initial_cluster, offline_tool, peer_url
+from ..membership import FOUNDERS
+from ..render.etcd import etcdctl, initial_cluster, members_list, offline_tool, peer_url
 from ..spec.load import load_spec
 from ..spec.model import ClusterSpec, Node
 from ..spec.presets import require_lab_profile
@@ -200,7 +201,7 @@ def restore_argv(spec: ClusterSpec, member: Node, token: str, snapshot: str, dat
     version = spec.artifacts.versions.etcd
     argv = [*offline_tool(version), "snapshot", "restore", snapshot,
             f"--name={member.name}",
-            f"--initial-cluster={initial_cluster(spec)}",
+            f"--initial-cluster={members_list(initial_cluster(spec, member, FOUNDERS)[1])}",
             f"--initial-cluster-token={token}",
             f"--initial-advertise-peer-urls={peer_url(member)}",
             f"--data-dir={data_dir}"]

@@ -25,7 +25,8 @@ from ..fsio import write_atomic
 from ..kubectl import kubectl
 from ..lab.state import state_path
 from ..lock import cluster_lock
-from ..material import current_material
+from ..material import Material, current_material
+from ..membership import Membership, load_membership, save_membership
 from ..render import render_cluster
 from ..render.bundle import ClusterBundle, Phase
 from ..render.lb import HAPROXY_CA, HAPROXY_CRT, HAPROXY_TIMING
@@ -34,7 +35,7 @@ from ..spec.load import load_spec
 from ..spec.model import APISERVER_PORT, ClusterSpec, Role
 from ..spec.presets import require_lab_profile
 from . import activate as act
-from . import lbstats, roll, upgrade
+from . import lbstats, members, roll, upgrade
 from .desired import BACKUP_DIR, MANIFEST, Desired, desired_for, file_sha256
 from .facts import gather
 from .health import Api, Identity, apiserver_ready, etcd_health, identity, wait_for
@@ -58,6 +59,7 @@ class UpReport:
     seconds: float = 0.0
     changed: bool = False
     manifests_applied: bool = False
+    hosts_touched: bool = False  # the run got as far as changing a host (push, etcd membership)
 
 
 @dataclass
@@ -67,19 +69,31 @@ class Prepared:
     cluster: ClusterBundle
     fetched: Fetched
     desired: dict[str, Desired]
+    material: Material
+    images: dict[str, tuple[Path, list[str]]]
+    membership: Membership  # what the bundles were rendered with (membership.py)
+
+    def rerender(self, membership: Membership) -> None:
+        """The bundles again, for the etcd membership this run makes (members.py)."""
+        self.membership = membership
+        self.cluster = render_cluster(self.spec, self.material, membership)
+        self.desired = {name: desired_for(b, self.fetched.binaries(b.binaries), self.images)
+                        for name, b in self.cluster.nodes.items()}
 
 
-def prepare(directory: Path, progress: Progress, command: str = "up", etcd_token: str = "") -> Prepared:
+def prepare(directory: Path, progress: Progress, command: str = "up", reissue: tuple[str, ...] = (),
+            etcd_token: str = "") -> Prepared:
     """`etcd_token`: render with this etcd cluster token instead of the recorded one (a restore
     renders the members it is about to make before it records their token)."""
     cd = ClusterDir.at(directory)
     spec = load_spec(cd.spec).spec
-    report, material = current_material(cd, spec, command)
+    report, material = current_material(cd, spec, command, reissue)
     if etcd_token:
         material = replace(material, etcd_token=etcd_token)
     if report.all_written:
         progress(f"pki: wrote {len(report.all_written)} file(s) in {cd.root}")
-    cluster = render_cluster(spec, material)
+    membership = load_membership(cd)
+    cluster = render_cluster(spec, material, membership)
     fetched = fetch_for_spec(spec, cd.root, progress)
     images: dict[str, tuple[Path, list[str]]] = {}
     for entry in spec.artifacts.images:
@@ -98,7 +112,7 @@ def prepare(directory: Path, progress: Progress, command: str = "up", etcd_token
     target = cd.kubectl
     if not target.exists() or file_sha256(target) != file_sha256(kubectl):
         write_atomic(target, kubectl.read_bytes(), 0o755)
-    return Prepared(spec, cd, cluster, fetched, desired)
+    return Prepared(spec, cd, cluster, fetched, desired, material, images, membership)
 
 
 def _check_facts(facts: dict[str, Facts], desired: dict[str, Desired], spec: ClusterSpec) -> None:
@@ -147,6 +161,7 @@ class Session:
         self.t: dict[str, Transport] = {}
         self.facts: dict[str, Facts] = {}
         self.plans: dict[str, HostPlan] = {}
+        self.members: members.Survey | None = None  # etcd's members and the changes to make
 
     @property
     def names(self) -> list[str]:
@@ -162,6 +177,13 @@ class Session:
     async def gather_and_plan(self) -> None:
         self.facts = await each_host(self.names, lambda n: gather(self.t[n], self.p.desired[n]), self.opts.parallel)
         _check_facts(self.facts, self.p.desired, self.p.spec)
+        # etcd's members decide how a joining controller's etcd first starts: read them before
+        # planning (facts cover the same paths whatever the membership renders into them).
+        self.members = await members.survey(self)
+        if self.members is not None:
+            wanted = self.members.membership(self.p.membership, self.p.spec)
+            if wanted != self.p.membership:
+                self.p.rerender(wanted)
         for name, d in self.p.desired.items():
             self.plans[name] = plan_for(d, self.facts[name], self.opts.adopt)
 
@@ -422,7 +444,11 @@ async def _up(s: Session, report: UpReport) -> None:
             progress(f"{name}: {len(plan.writes)} file(s) to write ({_mb(plan.bytes_to_send)}), "
                      f"{len(plan.starts)} unit(s) to start, {len(plan.restarts)} to restart"
                      + (f", {len(plan.reloads)} to reload" if plan.reloads else ""))
-    report.changed = any(not p.empty for p in s.plans.values())
+    sv = s.members
+    report.changed = any(not p.empty for p in s.plans.values()) or bool(sv and not sv.changes.empty)
+    if save_membership(cd, Membership(s.p.membership.joined)):  # before the joiner's files go out
+        progress(f"recorded in {cd.etcd_members}: controllers that joined the running etcd cluster: "
+                 f"{', '.join(sorted(s.p.membership.joined)) or 'none'}")
 
     @contextmanager
     def timed(label: str) -> Iterator[None]:
@@ -433,6 +459,7 @@ async def _up(s: Session, report: UpReport) -> None:
         finally:
             report.phase_seconds[label] = round(time.monotonic() - t, 2)
 
+    report.hosts_touched = True
     with timed("push"):
         async def push_one(name: str) -> None:
             plan = s.plans[name]
@@ -451,7 +478,11 @@ async def _up(s: Session, report: UpReport) -> None:
         await _phase_hosts(s, Phase.host)
         await _settled(s, Phase.host)
     with timed("etcd"):
+        if sv is not None:
+            await members.before_start(s, sv)  # the joiner added as a learner before its etcd starts
         await _phase_hosts(s, Phase.etcd)
+        if sv is not None:
+            await members.promote(s, sv)
         ident = identity(cd, "etcd-ca", "etcd-admin")
         await _wait(s, "etcd", f"etcd: {len(controllers)} member(s) healthy",
                     _all(lambda h: etcd_health(h, ident), controllers), ctl_names, ["etcd.service"])
@@ -475,6 +506,10 @@ async def _up(s: Session, report: UpReport) -> None:
                         _lb_probe(s, haproxies, admin), lb_hosts, ["haproxy.service", "keepalived.service"],
                         stable=_lb_settle(s))
             await _settled(s, Phase.load_balancer)
+    if sv is not None and sv.changes.remove:
+        # Last: no apiserver uses the leaving member's etcd now, and no load balancer sends to it.
+        with timed("etcd-members"):
+            await members.remove_leaving(s, sv)
     with timed("cluster-objects"):
         report.manifests_applied = await _apply_manifests(s)
     workers = [n.name for n in spec.workers]
@@ -494,16 +529,19 @@ async def _up(s: Session, report: UpReport) -> None:
     await each_host(pending, lambda n: act.clear_pending(s.t[n]), s.opts.parallel)
 
 
-def up(directory: str | Path = ".", progress: Progress = _quiet, opts: Options | None = None) -> UpReport:
-    """Bring the cluster described by DIR/cluster.yaml up (or up to date). Idempotent."""
+def up(directory: str | Path = ".", progress: Progress = _quiet, opts: Options | None = None,
+       reissue: tuple[str, ...] = (), report: UpReport | None = None) -> UpReport:
+    """Bring the cluster described by DIR/cluster.yaml up (or up to date). Idempotent.
+    `reissue`: certificates reissued first (`pki init --reissue`); `report`: filled in as the
+    run goes, for a caller that must know how far a failed run got."""
     start = time.monotonic()
     opts = opts or Options()
     spec = load_spec(ClusterDir.at(directory).spec).spec  # a missing or invalid spec says so first
     if state_path(Path(directory)).exists():  # the nodes are lab machines
         require_lab_profile(spec, Path(directory), "up")
+    report = report if report is not None else UpReport({})
     with cluster_lock(directory, "up"):
-        p = prepare(Path(directory), progress)
-        report = UpReport({})
+        p = prepare(Path(directory), progress, reissue=reissue)
 
         async def body(s: Session) -> None:
             report.plans = s.plans

@@ -5,6 +5,8 @@ from __future__ import annotations
 from .. import ports
 from ..artifacts.layout import etcd_binaries
 from ..material import Material
+from ..membership import FOUNDERS, Membership
+from ..quoting import systemd_env_value
 from ..spec.model import ClusterSpec, Node
 from ..spec.versions import etcd_has
 from .bundle import Bundle, File, Phase, Unit
@@ -13,6 +15,8 @@ from .common import BIN, ETCD_DATA, ETCD_PKI, SECRET, header, systemd_unit
 CLIENT_PORT = ports.port("etcd-client")
 PEER_PORT = ports.port("etcd-peer")
 OWNER = "etcd:etcd"
+# The settings etcd reads only at a member's first start (ETCD_* variables are its flags).
+INITIAL_CLUSTER_ENV = "/etc/etcd/initial-cluster.env"
 
 
 def etcd_servers(spec: ClusterSpec, node: Node | None = None) -> str:
@@ -30,10 +34,6 @@ def peer_url(member: Node) -> str:
     return f"https://{member.address}:{PEER_PORT}"
 
 
-def initial_cluster(spec: ClusterSpec) -> str:
-    return ",".join(f"{m.name}={peer_url(m)}" for m in spec.etcd_members)
-
-
 def default_token(spec: ClusterSpec) -> str:
     return f"{spec.name}-etcd"
 
@@ -41,7 +41,7 @@ def default_token(spec: ClusterSpec) -> str:
 def cluster_token(spec: ClusterSpec, material: Material) -> str:
     """--initial-cluster-token: derived from the cluster's name, until `hardway etcd restore`
     made the members anew with a token of their own (recorded in the cluster directory, read
-    into `material.etcd_token`), so a later `up` renders the same unit and restarts nothing."""
+    into `material.etcd_token`), so a later `up` renders the same files."""
     return material.etcd_token or default_token(spec)
 
 
@@ -57,10 +57,41 @@ def offline_tool(version: str) -> list[str]:
     return [f"{BIN}/etcdutl"] if etcd_has(version, "etcdutl") else ["env", "ETCDCTL_API=3", f"{BIN}/etcdctl"]
 
 
-def etcd_flags(spec: ClusterSpec, member: Node, token: str) -> list[str]:
+def initial_cluster(spec: ClusterSpec, member: Node, membership: Membership) -> tuple[str, list[tuple[str, str]]]:
+    """How `member` first starts: `new` with every member (it forms the cluster), or, for one
+    that joined a running cluster, `existing` with the members etcd has when it is added (the
+    spec's, and those still to be removed after it joined; etcd checks the list is exactly its
+    membership)."""
+    members = [(m.name, peer_url(m)) for m in spec.etcd_members]
+    if member.name in membership.joined:
+        return "existing", members + [m for m in membership.leaving if m not in members]
+    return "new", members
+
+
+def members_list(members: list[tuple[str, str]]) -> str:
+    """etcd's --initial-cluster form: name=peer URL, comma-separated."""
+    return ",".join(f"{name}={url}" for name, url in members)
+
+
+def initial_cluster_env(spec: ClusterSpec, member: Node, membership: Membership, token: str) -> str:
+    state, members = initial_cluster(spec, member, membership)
+    values = {
+        "ETCD_INITIAL_CLUSTER": members_list(members),
+        "ETCD_INITIAL_CLUSTER_STATE": state,
+        "ETCD_INITIAL_CLUSTER_TOKEN": token,
+    }
+    return (header() + "# Read by etcd at this member's first start only: once its data directory exists it\n"
+            "# ignores these, so a change here restarts nothing. `new`: it formed the cluster;\n"
+            "# `existing`: it joined a running one (hardway up added it with etcdctl member add).\n"
+            + "".join(f"{k}={systemd_env_value(v)}\n" for k, v in values.items()))
+
+
+def etcd_flags(spec: ClusterSpec, member: Node) -> list[str]:
     ip = member.address
     # Clients connect on the member address only (no 127.0.0.1): members on one host, as in
-    # the loopback test cluster, must not fight over one port.
+    # the loopback test cluster, must not fight over one port. The --initial-cluster* settings
+    # are in INITIAL_CLUSTER_ENV: they change when controllers come and go, and a member that
+    # has started ignores them, so they must not restart it (a unit file change would).
     return [
         f"--name={member.name}",
         f"--data-dir={ETCD_DATA}",
@@ -68,9 +99,6 @@ def etcd_flags(spec: ClusterSpec, member: Node, token: str) -> list[str]:
         f"--advertise-client-urls=https://{ip}:{CLIENT_PORT}",
         f"--listen-peer-urls=https://{ports.host_port('etcd-peer', spec, member)}",
         f"--initial-advertise-peer-urls={peer_url(member)}",
-        f"--initial-cluster={initial_cluster(spec)}",
-        f"--initial-cluster-token={token}",
-        "--initial-cluster-state=new",
         f"--cert-file={ETCD_PKI}/server.crt",
         f"--key-file={ETCD_PKI}/server.key",
         f"--trusted-ca-file={ETCD_PKI}/ca.crt",
@@ -85,7 +113,8 @@ def etcd_flags(spec: ClusterSpec, member: Node, token: str) -> list[str]:
     ]
 
 
-def render_etcd(spec: ClusterSpec, member: Node, material: Material, bundle: Bundle) -> None:
+def render_etcd(spec: ClusterSpec, member: Node, material: Material, bundle: Bundle,
+                membership: Membership = FOUNDERS) -> None:
     files = {
         "ca.crt": (material.cert("etcd-ca"), 0o644),
         "server.crt": (material.cert(f"etcd-server-{member.name}"), 0o644),
@@ -104,10 +133,12 @@ def render_etcd(spec: ClusterSpec, member: Node, material: Material, bundle: Bun
                     (header() + f'u etcd - "etcd (hardway)" {ETCD_DATA} /usr/sbin/nologin\n').encode()))
     bundle.add(File("/etc/tmpfiles.d/hardway-etcd.conf",
                     (header() + f"d {ETCD_DATA} 0700 etcd etcd -\n").encode()))
+    bundle.add(File(INITIAL_CLUSTER_ENV, initial_cluster_env(spec, member, membership, cluster_token(spec, material)).encode()))
     unit = systemd_unit(
         "etcd: the cluster's key-value store (hardway)",
-        [f"{BIN}/etcd", *etcd_flags(spec, member, cluster_token(spec, material))],
+        [f"{BIN}/etcd", *etcd_flags(spec, member)],
         service={
+            "EnvironmentFile": INITIAL_CLUSTER_ENV,
             "Type": "notify",
             "User": "etcd",
             "Restart": "on-failure",
@@ -116,6 +147,7 @@ def render_etcd(spec: ClusterSpec, member: Node, material: Material, bundle: Bun
         },
         doc="https://etcd.io/docs/",
     )
+    # Not INITIAL_CLUSTER_ENV: a started member ignores it.
     bundle.add_unit(
         Unit("etcd.service", Phase.etcd, restart_on=tuple(f"{ETCD_PKI}/{n}" for n in files), data=(ETCD_DATA,)),
         unit
