@@ -25,7 +25,7 @@ from hardway.errors import OperationError, UsageError
 from hardway.fsio import new_file
 from hardway.material import ETCD_TOKEN, load_material
 from hardway.render import render_cluster
-from hardway.render.etcd import default_token
+from hardway.render.etcd import INITIAL_CLUSTER_ENV, default_token
 from tests.fake_material import fake_material
 from tests.specs import make_spec
 
@@ -37,9 +37,15 @@ def with_etcd(version: str):
 
 
 def etcd_words(spec, material, node: str) -> set[str]:
-    """The words of the member's rendered etcd.service (each flag one word)."""
-    unit = render_cluster(spec, material).nodes[node].files["/etc/systemd/system/etcd.service"].content.decode()
-    return set(unit.replace("\\\n", " ").split())
+    """The words of the member's rendered etcd.service (each flag one word), with the settings
+    of its initial-cluster file as the flags etcd reads them as (ETCD_INITIAL_CLUSTER_TOKEN:
+    --initial-cluster-token)."""
+    files = render_cluster(spec, material).nodes[node].files
+    unit = files["/etc/systemd/system/etcd.service"].content.decode()
+    env = [ln.split("=", 1) for ln in files[INITIAL_CLUSTER_ENV].content.decode().splitlines()
+           if ln.startswith("ETCD_")]
+    return set(unit.replace("\\\n", " ").split()) | {
+        f"--{k[5:].lower().replace('_', '-')}={v.strip(chr(34))}" for k, v in env}
 
 
 # ---- the restore command, per member

@@ -193,12 +193,13 @@ READ_BY_NO_DAEMON = {"/etc/etcd/pki/etcdctl.crt"}
 @pytest.mark.parametrize("preset", ["single", "basic", "ha", "ha-vip"])
 @pytest.mark.parametrize("layout", ["flat", "root"])
 def test_up_restarts_whatever_reads_a_renewed_certificate(preset, layout):
-    """`up` restarts a unit when a file in its restart_on changed: every file that carries a
-    certificate (a kubeconfig's client certificate included) is in the restart_on of a unit."""
+    """`up` restarts a unit when a file in its restart_on changed (reloads it for reload_on:
+    HAProxy reads its certificates again on a reload): every file that carries a certificate
+    (a kubeconfig's client certificate included) is in the restart_on or reload_on of a unit."""
     spec = make_spec(preset, edit=lambda d: d["pki"].update(layout=layout))
     material = fake_material(spec)
     for name, bundle in render_cluster(spec, material).nodes.items():
-        watched = {p for u in bundle.units for p in u.restart_on}
+        watched = {p for u in bundle.units for p in (*u.restart_on, *u.reload_on)}
         carried = {c.path for c in cert_files(bundle, material)}
         assert carried, name
         assert carried - watched == carried & READ_BY_NO_DAEMON, name
