@@ -35,6 +35,17 @@ from tests.e2e.lab_fixture import missing_prerequisites
 from tests.helpers import require
 
 
+@dataclass(frozen=True)
+class Lab:
+    name: str  # the cluster's name and its nodes' prefix
+    octet: int  # its subnet: 10.240.<octet>.0/24
+
+
+# The labs shared by the day-2 modules (tests/e2e/conftest.py).
+DAY2_BASIC = Lab("hwdb", 81)
+DAY2_HA = Lab("hwda", 85)
+
+
 def log(msg: str) -> None:
     print(f"[e2e] {msg}", file=sys.stderr, flush=True)
 

@@ -18,7 +18,7 @@ from cryptography import x509
 
 from hardway.clusterdir import ClusterDir
 from hardway.pki.issue import public_pem
-from tests.e2e.cluster_fixture import hw, lab_cluster, log
+from tests.e2e.cluster_fixture import hw, log
 from tests.helpers import E2E_TIMEOUT
 from tests.mirror_fixture import mirror  # noqa: F401 (fixture)
 
@@ -28,13 +28,8 @@ APISERVER = "/etc/kubernetes/pki/apiserver.crt"
 
 
 @pytest.fixture(scope="module")
-def basic(tmp_path_factory, mirror):  # noqa: F811
-    with lab_cluster(tmp_path_factory.mktemp("certs") / "cluster", "basic", "hwcrt", 81, mirror) as c:
-        t = time.monotonic()
-        r = hw(c.dir, "up")
-        log(f"up ({time.monotonic() - t:.1f} s):\n{r.stderr[-2000:]}")
-        assert r.returncode == 0, r.stderr[-3000:]
-        yield c
+def basic(day2_basic):
+    return day2_basic
 
 
 def served(address: str, port: int, cd: ClusterDir, client: str) -> x509.Certificate:

@@ -17,24 +17,21 @@ import pytest
 from hardway.clusterdir import ClusterDir
 from hardway.deploy.members import Etcdctl, parse_health
 from hardway.spec.load import load_spec
-from tests.e2e.cluster_fixture import Writer, hw, lab_cluster, log
+from tests.e2e.cluster_fixture import DAY2_HA, Writer, hw, log
 from tests.helpers import E2E_TIMEOUT
 from tests.mirror_fixture import mirror  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(E2E_TIMEOUT)]
 
-NAME, OCTET = "hwctl", 88
+NAME, OCTET = DAY2_HA.name, DAY2_HA.octet
 NEW, NEW_ADDRESS = f"{NAME}-controller-3", f"10.240.{OCTET}.13"
 OLD = f"{NAME}-controller-2"
 FIGURES: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory, mirror):  # noqa: F811
-    with lab_cluster(tmp_path_factory.mktemp("controllers") / "cluster", "ha", NAME, OCTET, mirror) as c:
-        r = hw(c.dir, "up")
-        assert r.returncode == 0, r.stderr[-3000:]
-        yield c
+def cluster(day2_ha):
+    yield day2_ha
     log("controller replacement figures:\n" + "\n".join(f"  {k}: {v}" for k, v in FIGURES.items()))
 
 

@@ -12,7 +12,7 @@ import ipaddress
 import pytest
 
 from hardway.spec.load import load_spec
-from tests.e2e.cluster_fixture import hw, lab_cluster, log
+from tests.e2e.cluster_fixture import hw, log
 from tests.helpers import E2E_TIMEOUT
 from tests.mirror_fixture import mirror  # noqa: F401 (fixture)
 
@@ -23,11 +23,8 @@ LONG_RUNNING = ["etcd.service", "kube-apiserver.service", "kube-controller-manag
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory, mirror):  # noqa: F811
-    with lab_cluster(tmp_path_factory.mktemp("nodes") / "cluster", "basic", "hwnode", 86, mirror) as c:
-        r = hw(c.dir, "up")
-        assert r.returncode == 0, r.stderr[-3000:]
-        yield c
+def cluster(day2_basic):
+    return day2_basic
 
 
 def pki_digests(c) -> dict[str, str]:

@@ -20,7 +20,7 @@ import pytest
 
 from hardway.clusterdir import ClusterDir
 from hardway.spec.load import load_spec
-from tests.e2e.cluster_fixture import Writer, hw, lab_cluster, log
+from tests.e2e.cluster_fixture import Writer, hw, log
 from tests.helpers import E2E_TIMEOUT
 from tests.mirror_fixture import mirror  # noqa: F401 (fixture)
 
@@ -30,12 +30,8 @@ TAMPER = "\n# changed by test_rolling: hardway up puts the rendered file back\n"
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory, mirror):  # noqa: F811
-    with lab_cluster(tmp_path_factory.mktemp("rolling") / "cluster", "ha", "hwroll", 85, mirror) as c:
-        c.spec = load_spec(c.dir / "cluster.yaml").spec
-        r = hw(c.dir, "up")
-        assert r.returncode == 0, r.stderr[-3000:]
-        yield c
+def cluster(day2_ha):
+    return day2_ha
 
 
 def start_times(c, node: str, unit: str) -> int:

@@ -17,9 +17,8 @@ import pytest
 
 from hardway.clusterdir import ClusterDir
 from hardway.deploy.hosts import Options
-from hardway.spec.load import load_spec
 from hardway.verify.etcd_data import SECRETS, etcdctl_get
-from tests.e2e.cluster_fixture import LabCluster, Writer, hw, lab_cluster, log
+from tests.e2e.cluster_fixture import LabCluster, Writer, hw, log
 from tests.helpers import E2E_TIMEOUT
 from tests.mirror_fixture import mirror  # noqa: F401 (fixture)
 
@@ -52,27 +51,24 @@ def kubectl_ok(c: LabCluster, *args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def rotated(tmp_path_factory, mirror):  # noqa: F811
-    with lab_cluster(tmp_path_factory.mktemp("enc") / "cluster", "ha", "hwenc", 87, mirror) as c:
-        c.spec = load_spec(c.dir / "cluster.yaml").spec  # as `lab up` left it (the lab's SSH key)
-        r = hw(c.dir, "up", timeout=1200)
-        assert r.returncode == 0, r.stderr[-3000:]
-        kubectl_ok(c, "create", "namespace", NS)
-        for (ns, name), value in MADE.items():
-            kubectl_ok(c, "-n", ns, "create", "secret", "generic", name, f"--from-literal=k={value}")
-        before = stored(c)
-        writer = Writer(c.spec, ClusterDir(c.dir))
-        writer.start()
-        time.sleep(3)  # writes flowing before the first restart
-        t = time.monotonic()
-        r = hw(c.dir, "secrets", "rotate", timeout=1500)
-        took = time.monotonic() - t
-        time.sleep(3)
-        writer.stop.set()
-        writer.join(30)
-        log(f"secrets rotate: {took:.1f} s, exit {r.returncode}; writer: {len(writer.created)} writes at "
-            f"{writer.rate:.2f}/s, {len(writer.failures)} failed\n{r.stderr[-8000:]}\n{r.stdout}")
-        yield Rotated(c, r.returncode, r.stderr, r.stdout, took, writer, before)
+def rotated(day2_ha):
+    c = day2_ha
+    kubectl_ok(c, "create", "namespace", NS)
+    for (ns, name), value in MADE.items():
+        kubectl_ok(c, "-n", ns, "create", "secret", "generic", name, f"--from-literal=k={value}")
+    before = stored(c)
+    writer = Writer(c.spec, ClusterDir(c.dir))
+    writer.start()
+    time.sleep(3)  # writes flowing before the first restart
+    t = time.monotonic()
+    r = hw(c.dir, "secrets", "rotate", timeout=1500)
+    took = time.monotonic() - t
+    time.sleep(3)
+    writer.stop.set()
+    writer.join(30)
+    log(f"secrets rotate: {took:.1f} s, exit {r.returncode}; writer: {len(writer.created)} writes at "
+        f"{writer.rate:.2f}/s, {len(writer.failures)} failed\n{r.stderr[-8000:]}\n{r.stdout}")
+    yield Rotated(c, r.returncode, r.stderr, r.stdout, took, writer, before)
 
 
 def test_the_rotation_succeeds_in_four_steps_rolling_the_apiservers(rotated):
