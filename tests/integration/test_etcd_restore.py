@@ -26,7 +26,7 @@ from hardway.render.common import ETCD_PKI
 from hardway.spec.load import parse_spec
 from tests.integration.test_etcd_cluster import (
     CLIENT_PORT, MEMBERS, PEER_PORT, SPEC_YAML, UNIT, EtcdCluster, clean_env, exec_start, localize, output,
-    etcd_programs, start_cluster, wait_healthy)
+    etcd_programs, start_cluster, unit_environment, wait_healthy)
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +61,7 @@ def test_every_member_restored_with_its_own_flags_makes_the_snapshot_cluster(tmp
     def here(arg: str) -> str:  # the test's ports instead of the rendered ones
         return re.sub(r"(https://[0-9.]+):(\d+)", lambda m: f"{m.group(1)}:{ports[int(m.group(2))]}", arg)
 
-    new = EtcdCluster(tmp_path, old.cluster_dir, old.etcdctl_bin, old.client_port, old.peer_port)
+    new = EtcdCluster(tmp_path, old.cluster_dir, old.etcd_bin, old.etcdctl_bin, old.client_port, old.peer_port)
     request.addfinalizer(new.stop)
     for m in spec.etcd_members:
         data = tmp_path / "restored" / m.name
@@ -70,14 +70,16 @@ def test_every_member_restored_with_its_own_flags_makes_the_snapshot_cluster(tmp
         r = subprocess.run([old.etcdctl_bin, *map(here, argv[3:])], capture_output=True, text=True,
                            env=clean_env(), timeout=60)
         assert r.returncode == 0, f"{m.name}: {r.stderr}"
-        unit = exec_start((bundles / m.name / UNIT).read_text())
-        assert f"--initial-cluster-token={token}" in unit
+        unit_text = (bundles / m.name / UNIT).read_text()
+        unit = exec_start(unit_text)
+        env = unit_environment(unit_text, bundles / m.name, ports)
+        assert env["ETCD_INITIAL_CLUSTER_TOKEN"] == token  # what the restore made it with
         cmd = localize(unit, etcd_programs()[0], bundles / m.name / ETCD_PKI.lstrip("/"), data, ports)
         new.logs[m.name] = tmp_path / f"{m.name}.restored.log"
         log = open(new.logs[m.name], "wb")
         new.log_files.append(log)
         new.procs[m.name] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                             env=clean_env(), cwd=tmp_path, start_new_session=True)
+                                             env={**clean_env(), **env}, cwd=tmp_path, start_new_session=True)
     wait_healthy(new)
 
     listed = json.loads(new.etcdctl("member", "list", "-w", "json").stdout)["members"]
