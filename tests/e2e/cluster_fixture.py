@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
 import subprocess
 import sys
@@ -117,6 +118,33 @@ class LabCluster:
                 return time.monotonic() - t
             assert time.monotonic() - t < limit, f"no write through the load balancer in {limit} s: {r.stderr!r}"
             time.sleep(0.2)
+
+
+FIGURES_ENV = "HARDWAY_FIGURES"  # a JSON file the figures are added to (bench/day2.py)
+_DONE = re.compile(r"done: (\d+) of (\d+) host\(s\) change: (\d+) file\(s\) to write, (\d+) unit\(s\) to start, "
+                   r"(\d+) to restart")
+_ROLL = re.compile(r"rolling restart of (\S+) \(([^)]*)\) on (\d+) host\(s\)")
+
+
+def touched(out: str) -> dict:
+    """What a hardway run changed, as its output says: hosts, files, units started and
+    restarted (every `up` it ran, summed), and each rolling restart (phase, units, hosts)."""
+    done = [tuple(map(int, m.groups())) for m in _DONE.finditer(out)]
+    return {"hosts_changed": sum(d[0] for d in done), "files_written": sum(d[2] for d in done),
+            "units_started": sum(d[3] for d in done), "units_restarted": sum(d[4] for d in done),
+            "rolls": [f"{m.group(1)} ({m.group(2)}) on {m.group(3)} host(s)" for m in _ROLL.finditer(out)]}
+
+
+def figure(name: str, **values) -> None:
+    """Log a measured figure; with $HARDWAY_FIGURES set, also add it to that JSON file (the
+    day-2 bench runs the e2e modules and reports what they measured)."""
+    log(f"FIGURE {name}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+    path = os.environ.get(FIGURES_ENV)
+    if path:
+        p = Path(path)
+        figures = json.loads(p.read_text()) if p.exists() else {}
+        figures[name] = values
+        p.write_text(json.dumps(figures, indent=2) + "\n")
 
 
 def hw(directory: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:

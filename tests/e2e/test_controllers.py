@@ -17,7 +17,7 @@ import pytest
 from hardway.clusterdir import ClusterDir
 from hardway.deploy.members import Etcdctl, parse_health
 from hardway.spec.load import load_spec
-from tests.e2e.cluster_fixture import DAY2_HA, Writer, hw, log
+from tests.e2e.cluster_fixture import DAY2_HA, Writer, figure, hw, log, touched
 from tests.helpers import E2E_TIMEOUT
 from tests.mirror_fixture import mirror  # noqa: F401 (fixture)
 
@@ -60,6 +60,8 @@ def under_writes(c, what: str, *args: str) -> tuple[str, float]:
     FIGURES[what] = (f"`hardway {' '.join(args)}` {took:.1f} s; writer {len(writer.created)} writes at "
                      f"{writer.rate:.2f}/s, {len(writer.failures)} failed")
     log(f"{what}: {FIGURES[what]}\n{r.stderr[-8000:]}")
+    figure(f"ha: {what}", seconds=round(took, 1), writes=len(writer.created) + len(writer.failures),
+           rate_per_s=round(writer.rate, 2), failed=len(writer.failures), **touched(r.stderr))
     assert r.returncode == 0, r.stderr[-5000:]
     assert not writer.failures, "\n".join(writer.failures[:30])
     assert writer.rate >= 5, writer.rate

@@ -17,7 +17,7 @@ import pytest
 
 from hardway.clusterdir import ClusterDir
 from hardway.render.common import ETCD_DATA
-from tests.e2e.cluster_fixture import hw, log
+from tests.e2e.cluster_fixture import figure, hw, log
 from tests.helpers import E2E_TIMEOUT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(E2E_TIMEOUT)]
@@ -95,8 +95,8 @@ def snapshot_then_restore(c, preset: str) -> None:
     assert r.returncode == 0, r.stdout + r.stderr[-3000:]
     assert "cluster healthy" in r.stdout
     log("after the restore:" + journals(c))
-    log(f"FIGURES {preset} ({len(members)} member(s)): snapshot {snapshot_s:.1f} s, restore {restore_s:.1f} s "
-        "(restore includes its verify)")
+    figure(f"{preset}: etcd snapshot and restore, {len(members)} member(s)", snapshot_s=round(snapshot_s, 1),
+           restore_s=round(restore_s, 1), restore_includes="its verify")
 
     assert configmaps(c) == {"a", "b"}, "the cluster does not hold exactly the snapshot's ConfigMaps"
 

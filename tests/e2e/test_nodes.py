@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import time
 
 import pytest
 
 from hardway.spec.load import load_spec
-from tests.e2e.cluster_fixture import hw, log
+from tests.e2e.cluster_fixture import figure, hw, log, touched
 from tests.helpers import E2E_TIMEOUT
 from tests.mirror_fixture import mirror  # noqa: F401 (fixture)
 
@@ -56,8 +57,11 @@ def test_adding_a_worker_issues_only_its_certificates_and_restarts_nothing_elsew
 
     r = hw(c.dir, "lab", "up")
     assert r.returncode == 0, r.stderr[-2000:]
+    t = time.monotonic()
     r = hw(c.dir, "up")
+    took = time.monotonic() - t
     log(r.stderr[-3000:])
+    figure("basic: add a worker", up_until_ready_s=round(took, 1), **touched(r.stderr))
     assert r.returncode == 0, r.stderr[-3000:]
 
     pki_after = pki_digests(c)

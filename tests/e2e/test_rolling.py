@@ -13,14 +13,17 @@ import json
 import os
 import re
 import shutil
+import ssl
 import time
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from hardway.clusterdir import ClusterDir
 from hardway.spec.load import load_spec
-from tests.e2e.cluster_fixture import Writer, hw, log
+from hardway.spec.model import APISERVER_PORT
+from tests.e2e.cluster_fixture import Writer, figure, hw, log, touched
 from tests.helpers import E2E_TIMEOUT
 from tests.mirror_fixture import mirror  # noqa: F401 (fixture)
 
@@ -53,6 +56,8 @@ def rolled_up(c, what: str) -> str:
     writer.join(30)
     log(f"{what}: up {took:.1f} s, {len(writer.created)} writes at {writer.rate:.1f}/s, "
         f"{len(writer.failures)} failed\n{r.stderr[-6000:]}")
+    figure(f"ha: {what}", seconds=round(took, 1), writes=len(writer.created) + len(writer.failures),
+           rate_per_s=round(writer.rate, 2), failed=len(writer.failures), **touched(r.stderr))
     assert r.returncode == 0, r.stderr[-4000:]
     assert writer.rate >= 5, writer.rate
     assert not writer.failures, "\n".join(writer.failures[:30])
@@ -156,3 +161,27 @@ def test_rebuilt_binaries_roll_in_the_version_skew_order_with_no_failed_write(cl
         assert c.ok(w, "sha256sum /usr/local/bin/kubelet").split()[0] == want
     r = hw(c.dir, "up")
     assert r.returncode == 0 and "done, nothing changed" in r.stderr, r.stderr[-2000:]
+
+
+def test_renewing_every_leaf_certificate_rolls_with_no_failed_write(cluster):
+    """`pki renew --all` then `up`: every leaf (etcd's, the apiserver's, the kubelets', HAProxy's
+    health check, every kubeconfig's) is new, and the restarts roll under the writer."""
+    c = cluster
+    cd = ClusterDir(c.dir)
+    before = {p.name: p.read_bytes() for p in (c.dir / "pki").glob("*.crt")}
+    r = hw(c.dir, "pki", "renew", "--all")
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = rolled_up(c, "renewal of every leaf certificate")
+    controllers = [n.name for n in c.spec.controllers]
+    assert turns(out, "etcd", "etcd") == controllers
+    assert turns(out, "control-plane", "kube-apiserver") == controllers
+    after = {p.name: p.read_bytes() for p in (c.dir / "pki").glob("*.crt")}
+    cas = {"ca.crt", "etcd-ca.crt", "front-proxy-ca.crt"}
+    unchanged = sorted(n for n in after if n not in cas and after[n] == before.get(n))
+    assert not unchanged, f"leaves not renewed: {unchanged}"
+    want = x509.load_pem_x509_certificate(cd.cert("apiserver").read_bytes()).serial_number
+    for n in c.spec.controllers:  # every apiserver serves the renewed certificate
+        pem = ssl.get_server_certificate((str(n.address), APISERVER_PORT), timeout=10)
+        assert x509.load_pem_x509_certificate(pem.encode()).serial_number == want, n.name
+    r = hw(c.dir, "verify")
+    assert r.returncode == 0, r.stdout

@@ -18,7 +18,7 @@ import pytest
 from hardway.clusterdir import ClusterDir
 from hardway.deploy.hosts import Options
 from hardway.verify.etcd_data import SECRETS, etcdctl_get
-from tests.e2e.cluster_fixture import LabCluster, Writer, hw, log
+from tests.e2e.cluster_fixture import LabCluster, Writer, figure, hw, log, touched
 from tests.helpers import E2E_TIMEOUT
 from tests.mirror_fixture import mirror  # noqa: F401 (fixture)
 
@@ -68,6 +68,8 @@ def rotated(day2_ha):
     writer.join(30)
     log(f"secrets rotate: {took:.1f} s, exit {r.returncode}; writer: {len(writer.created)} writes at "
         f"{writer.rate:.2f}/s, {len(writer.failures)} failed\n{r.stderr[-8000:]}\n{r.stdout}")
+    figure("ha: secrets rotate", seconds=round(took, 1), writes=len(writer.created) + len(writer.failures),
+           rate_per_s=round(writer.rate, 2), failed=len(writer.failures), exit=r.returncode, **touched(r.stderr))
     yield Rotated(c, r.returncode, r.stderr, r.stdout, took, writer, before)
 
 
