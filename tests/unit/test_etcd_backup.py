@@ -196,11 +196,11 @@ def plan(node: str, writes=(), restarts=(), starts=(), **kw) -> HostPlan:
 
 
 def test_only_the_token_and_what_the_restore_stops_may_change():
-    fine = {"c0": plan("c0", [eb.ETCD_UNIT_FILE, MANIFEST], ["etcd.service"], daemon_reload=True),
+    fine = {"c0": plan("c0", [INITIAL_CLUSTER_ENV, MANIFEST], ["etcd.service"], daemon_reload=True),
             "w0": plan("w0", starts=["kubelet.service", "kube-proxy.service"]),
-            "c1": plan("c1", [eb.ETCD_UNIT_FILE, MANIFEST], starts=["etcd.service", "kube-apiserver.service"])}
+            "c1": plan("c1", [INITIAL_CLUSTER_ENV, MANIFEST], starts=["etcd.service", "kube-apiserver.service"])}
     assert eb.unexpected_changes(fine) == []
-    worse = {"c0": plan("c0", [eb.ETCD_UNIT_FILE, "/etc/kubernetes/pki/apiserver.crt"],
+    worse = {"c0": plan("c0", [INITIAL_CLUSTER_ENV, "/etc/kubernetes/pki/apiserver.crt"],
                         ["etcd.service", "kube-apiserver.service"]),
              "w0": plan("w0", starts=["containerd.service"], sysctls={"net.x": ("0", "1")})}
     assert eb.unexpected_changes(worse) == [
@@ -310,3 +310,15 @@ def test_restore_of_a_damaged_snapshot_stops_before_the_lock_or_any_host(tmp_pat
                        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "does not match its checksum" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / ".hardway.lock").exists() and not (tmp_path / "etcd-cluster-token").exists()
+
+
+def test_a_new_token_changes_only_the_files_a_restore_expects():
+    """A restore refuses what `up` would change besides the token: the files the token is
+    rendered into must be exactly the ones it lets through (else every restore is refused)."""
+    for preset in ("basic", "ha"):
+        spec = make_spec(preset)
+        material = fake_material(spec)
+        a = render_cluster(spec, replace(material, etcd_token="t-a")).nodes
+        b = render_cluster(spec, replace(material, etcd_token="t-b")).nodes
+        changed = {path for n in a for path, f in a[n].files.items() if b[n].files[path].content != f.content}
+        assert changed == set(eb.TOKEN_FILES), changed

@@ -40,7 +40,7 @@ from ..lab.state import state_path
 from ..lock import cluster_lock
 from ..render.common import ETCD_DATA
 from ..membership import FOUNDERS
-from ..render.etcd import etcdctl, initial_cluster, members_list, offline_tool, peer_url
+from ..render.etcd import INITIAL_CLUSTER_ENV, etcdctl, initial_cluster, members_list, offline_tool, peer_url
 from ..spec.load import load_spec
 from ..spec.model import ClusterSpec, Node
 from ..spec.presets import require_lab_profile
@@ -62,7 +62,6 @@ NODE_DIR = f"{HARDWAY_STATE}/etcd-snapshot"  # mktemp -d prefix on the member (0
 RESTORE_DIR = f"{HARDWAY_STATE}/etcd-restore"  # the snapshot's copy on each member during a restore
 STAGING = f"{ETCD_DATA}.hardway-restore"  # restored data, before it replaces ETCD_DATA (same file system)
 ETCD_UNIT = "etcd.service"
-ETCD_UNIT_FILE = f"/etc/systemd/system/{ETCD_UNIT}"
 # Everything that talks to the API, then the apiservers: stopped before etcd, so nothing
 # writes while members go down, and started again by `up` afterwards, so that no component
 # keeps a cache of objects the restore took away (Kubernetes' advice for an etcd restore).
@@ -358,10 +357,10 @@ class RestoreReport:
 
 
 def unexpected_changes(plans: dict[str, HostPlan]) -> list[str]:
-    """What `up` would do on each host besides the restore's own work (etcd.service's new
-    token and the manifest listing it; starting what the restore stops): those belong to an
-    `up` of their own, before the restore."""
-    ours = {ETCD_UNIT_FILE, MANIFEST}
+    """What `up` would do on each host besides the restore's own work (the new token in the
+    members' initial-cluster file and the manifest listing it; starting what the restore
+    stops): those belong to an `up` of their own, before the restore."""
+    ours = {*TOKEN_FILES, MANIFEST}
     restartable = {ETCD_UNIT, *API_SIDE}
     found = []
     for name, p in plans.items():
@@ -377,6 +376,10 @@ def _file_chunks(path: Path) -> Iterator[bytes]:
     with path.open("rb") as f:
         while chunk := f.read(CHUNK):
             yield chunk
+
+
+# The files a new cluster token changes (render/etcd.py: a member's bootstrap settings).
+TOKEN_FILES = frozenset({INITIAL_CLUSTER_ENV})
 
 
 class StepFailed(OperationError):
