@@ -11,6 +11,7 @@ collides neither with a user's lab nor with the other e2e modules.
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
 import os
 import re
@@ -184,6 +185,9 @@ def lab_cluster(directory: Path, preset: str, name: str, octet: int, mirror: Pat
         hwlab.destroy(directory, log)
 
 
+_WRITERS = itertools.count()
+
+
 class Writer(threading.Thread):
     """Creates ConfigMaps through the LB, `rate` per second, a new TLS connection each (as many
     independent clients would): every failure is kept with its reason."""
@@ -194,6 +198,8 @@ class Writer(threading.Thread):
         self.ctx = identity(cd, "ca", "admin").context()
         self.interval = 1 / rate
         self.stop = threading.Event()
+        # Each writer its own names: several write into one shared lab (tests/e2e/conftest.py).
+        self.prefix = f"w{next(_WRITERS)}-{int(time.time())}"
         self.created: list[str] = []
         self.failures: list[str] = []
         self.started = self.ended = 0.0
@@ -218,7 +224,7 @@ class Writer(threading.Thread):
         i = 0
         while not self.stop.is_set():
             t = time.monotonic()
-            name = f"roll-{i:05d}"
+            name = f"{self.prefix}-{i:05d}"
             why = self.write(name)
             if why is None:
                 self.created.append(name)
