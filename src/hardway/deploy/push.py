@@ -7,7 +7,8 @@ records the units this push obliges to restart (desired.PENDING): a run cut off 
 and restart still restarts them next time. It also records the paths it is about to write
 (desired.CLAIMS) until the manifest, renamed last, lists them; it copies each adopted
 file's original (`up --adopt`) to its backup, never over an existing one; and first of all it
-records what the host had before (found.py), for `hardway reset`.
+records what the host had before (found.py), for `hardway reset`. When the pod routes unit is
+rewritten or removed, the routes it no longer adds are deleted (render/host.py `stale_routes_script`).
 """
 
 from __future__ import annotations
