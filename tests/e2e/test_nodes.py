@@ -197,8 +197,10 @@ def test_removing_a_worker_drains_it_resets_its_host_and_removes_its_routes(clus
     after = capture(c, gone)
     assert not any(ln.startswith(":KUBE-") or ln.startswith(":CNI-") for ln in after["iptables"])
     assert not any(" cni0:" in ln for ln in after["links"])
-    assert not c.ok(gone, "ls /var/lib/hardway 2>/dev/null; ls /etc/systemd/system | grep -E 'kube|containerd|hardway' "
-                          "|| true").strip()
+    ours = ("kubelet.service", "kube-proxy.service", "containerd.service", "hardway-routes.service")
+    assert not [ln for ln in after["unit-files"] if ln.split()[0] in ours], after["unit-files"]
+    assert c.ok(gone, "ls -d /var/lib/hardway " + " ".join(f"/etc/systemd/system/{u}" for u in ours)
+                + " 2>/dev/null || true").strip() == ""
     d = difference(c.before, after)
     assert not d, f"{gone} differs from its state before the first up:\n{d}"
     # nobody routes its pod CIDR, and nothing long-running restarted anywhere

@@ -123,7 +123,8 @@ def _drain(cd: ClusterDir, name: str, was_cordoned: bool, drain_timeout: float, 
         urc, _, uerr = _kubectl(cd, "uncordon", name)
         undo = " It is uncordoned again." if urc == 0 else f" Uncordoning it failed too: {uerr.strip()[-300:]}."
     raise OperationError(
-        f"{name} could not be drained within {drain_timeout:.0f} s: {err.strip()[-800:]}.{undo} Nothing else was "
+        f"{name} could not be drained (`kubectl drain`, at most {drain_timeout:.0f} s): {err.strip()[-800:]}.{undo} "
+        "Nothing else was "
         f"changed: its host, its Node and cluster.yaml are as they were. Pods that no controller manages, or "
         f"that a PodDisruptionBudget protects, block a drain: delete or move them (or give --drain-timeout more "
         f"time), then run `hardway node remove {name}` again")
