@@ -150,12 +150,20 @@ def reset(directory: str | Path = ".", nodes: tuple[str, ...] = (), progress=lam
 
 
 def node_remove(directory: str | Path = ".", name: str = "", progress=lambda _m: None, reissue: tuple[str, ...] = (),
-                timeout: float = 300, parallel: int = 16, local: tuple[str, ...] = ()):
-    """Remove controller `name` from the running cluster: its entry out of cluster.yaml (the
-    rest of the file as it was), then `up`, which removes its etcd member with the quorum held,
-    the load balancers and apiservers stop using it, and its units are stopped (deploy/members.py).
-    `reissue`: certificates the removal makes stale (the apiserver's names every controller),
-    reissued on the way. Refused, with nothing changed, when that is needed and not given."""
+                timeout: float = 300, parallel: int = 16, local: tuple[str, ...] = (), force: bool = False,
+                drain_timeout: float = 300):
+    """Remove node `name` from the running cluster.
+
+    A controller: its entry out of cluster.yaml (the rest of the file as it was), then `up`,
+    which removes its etcd member with the quorum held, the load balancers and apiservers stop
+    using it, and its units are stopped (deploy/members.py). `reissue`: certificates the removal
+    makes stale (the apiserver's names every controller), reissued on the way. Refused, with
+    nothing changed, when that is needed and not given.
+
+    A worker (deploy/retire.py): cordoned and drained (within `drain_timeout` seconds; a failed
+    drain changes nothing), its host reset, its Node deleted, its entry out of cluster.yaml, then
+    `up`, which deletes the other nodes' pod routes to it. Returns a retire.WorkerRemoval. An
+    unreachable worker is refused unless `force` (Node and entry removed, the machine untouched)."""
     from .deploy.hosts import Options
     from .deploy.up import UpReport
     from .deploy.up import up as _up
@@ -171,9 +179,12 @@ def node_remove(directory: str | Path = ".", name: str = "", progress=lambda _m:
         raise UsageError(f"no node named {name!r} in {cd.spec}; nodes: {', '.join(names)}")
     node = spec.node(name)
     if node.roles != [Role.controller]:
-        raise UsageError(f"{name} has the role(s) {', '.join(r.value for r in node.roles)}: `hardway node remove` "
-                         "removes controllers (etcd member, apiserver) so far; a worker's or a load balancer's "
-                         "removal is not built yet")
+        from .deploy.retire import remove_worker
+        return remove_worker(directory, name, progress, Options(timeout, parallel, local), force, drain_timeout,
+                             tuple(reissue))
+    if force:
+        raise UsageError(f"--force: {name} is a controller; its removal goes ahead when its machine cannot be "
+                         "reached (and names what to stop there), so leave --force out")
     old = cd.spec.read_text()
     new = without_node(old, name, str(cd.spec))
     parse_spec(new, f"{cd.spec} without {name}")  # e.g. its last controller: refused here

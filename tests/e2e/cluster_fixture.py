@@ -56,6 +56,7 @@ def log(msg: str) -> None:
 class LabCluster:
     dir: Path
     spec: ClusterSpec
+    before: dict | None = None  # a host's state before the first `up` (hoststate.capture), when a test needs it
 
     def run(self, node: str, command: str, timeout: float = 60) -> subprocess.CompletedProcess:
         return hwlab.run(self.dir, node, command, timeout=timeout)

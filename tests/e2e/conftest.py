@@ -17,6 +17,7 @@ import pytest
 
 from hardway.spec.load import load_spec
 from tests.e2e.cluster_fixture import DAY2_BASIC, DAY2_HA, hw, lab_cluster, log
+from tests.e2e.hoststate import capture
 from tests.mirror_fixture import mirror  # noqa: F401 (fixture)
 
 # fixture -> the modules using it, in the order they run
@@ -56,6 +57,8 @@ def _shared(tmp_path_factory, mirror, fixture: str, preset: str, lab):  # noqa: 
         c = stack.enter_context(lab_cluster(tmp_path_factory.mktemp(fixture) / "cluster", preset,
                                             lab.name, lab.octet, mirror))
         c.spec = load_spec(c.dir / "cluster.yaml").spec  # as `lab up` left it (the lab's SSH key)
+        if fixture == "day2_basic":  # the last worker as before hardway: test_nodes removes it
+            c.before = capture(c, c.spec.workers[-1].name)
         t = time.monotonic()
         r = hw(c.dir, "up", timeout=1200)
         log(f"{fixture}: up {time.monotonic() - t:.1f} s")

@@ -7,7 +7,8 @@ records the units this push obliges to restart (desired.PENDING): a run cut off 
 and restart still restarts them next time. It also records the paths it is about to write
 (desired.CLAIMS) until the manifest, renamed last, lists them; it copies each adopted
 file's original (`up --adopt`) to its backup, never over an existing one; and first of all it
-records what the host had before (found.py), for `hardway reset`.
+records what the host had before (found.py), for `hardway reset`. When the pod routes unit is
+rewritten or removed, the routes it no longer adds are deleted (render/host.py `stale_routes_script`).
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from collections.abc import Iterator
 from pathlib import PurePosixPath
 
 from ..render.bundle import File
+from ..render.host import ROUTES_UNIT, stale_routes_script
 from .desired import CLAIMS, MANIFEST, PENDING, SUMS, Blob
 from .found import record_script
-from .plan import HostPlan
+from .plan import UNIT_DIR, HostPlan
 from .transport import Transport, check
 
 SUFFIX = ".hardway-new"
@@ -86,6 +88,11 @@ def push_script(plan: HostPlan, root: str = "") -> str:
     # Files no longer rendered go before the manifest that stops claiming them is renamed: a
     # push cut off here leaves them claimed, and the next run removes them again. A unit whose
     # file goes is stopped and disabled first (not in a scratch root: no systemd to ask).
+    # Pod routes the new (or no) routes unit no longer adds are deleted: a removed worker's
+    # (render/host.py). Not in a scratch root: `ip` would change this machine's routes.
+    routes = UNIT_DIR + ROUTES_UNIT
+    if not root and (routes in plan.removes or any(it.path == routes for it in items)):
+        lines.append(stale_routes_script(routes, None if routes in plan.removes else routes + SUFFIX).rstrip("\n"))
     if plan.stops and not root:
         lines.append(f"systemctl disable --now {shlex.join(plan.stops)} || true")
     if plan.removes:

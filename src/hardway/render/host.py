@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 from ..quoting import systemd_command
 from ..spec.model import ClusterSpec, Node, Role
 from .bundle import Bundle, File, Phase, Unit
@@ -87,3 +89,20 @@ def installed_routes(unit_text: str) -> list[tuple[str, str]]:
             if len(words) == 3 and words[1] == "via":  # CIDRs and addresses are bare systemd words
                 out.append((words[0], words[2]))
     return out
+
+
+def stale_routes_script(current: str, new: str | None) -> str:
+    """Shell: delete each route the unit file at `current` (as the node has it) adds that the
+    file at `new` (None: the unit goes) no longer adds. `ip route replace` only adds, and the unit
+    has no ExecStop, so a route to a removed worker's pod CIDR would otherwise stay for ever (and
+    a restart of the unit must not drop the others for a moment). Read as `installed_routes`
+    reads it; run before the new file replaces the old."""
+    prefix = "ExecStart=" + systemd_command(ROUTE_ADD) + " "
+    keep = (f'grep -qxF "{prefix}$c via $v" {shlex.quote(new)} 2>/dev/null || '
+            if new is not None else "")
+    return (f"if [ -f {shlex.quote(current)} ]; then\n"
+            f"  for r in $(sed -n 's|^{prefix}\\([^ ]*\\) via \\([^ ]*\\)$|\\1,\\2|p' {shlex.quote(current)}); do\n"
+            '    c=${r%,*}; v=${r#*,}\n'
+            f'    {keep}{{ ip route del "$c" via "$v" 2>/dev/null && echo "deleted the pod route $c via $v"; }} || true\n'
+            "  done\n"
+            "fi\n")
