@@ -5,6 +5,8 @@ lines (spec/edit.py), and `hardway node remove` refusing with nothing changed.""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 
 import pytest
 
@@ -213,13 +215,23 @@ def test_env_values_are_one_line_each():
         systemd_env_value("a\nETCD_X=1")
 
 
-def test_a_removed_controller_has_only_its_own_units_stopped():
+def test_a_removed_controller_has_only_its_own_units_stopped(tmp_path):
+    """The script run with a stand-in systemctl that knows kube-apiserver only: that unit is
+    stopped, disabled and its failed state cleared; haproxy, which the host lacks, is left."""
+    calls = tmp_path / "calls"
+    fake = tmp_path / "systemctl"
+    fake.write_text(f"""#!/bin/sh
+echo "$*" >> {calls}
+case "$1 $2" in "cat kube-apiserver.service") exit 0;; "cat "*) exit 1;; esac
+""")
+    fake.chmod(0o755)
     script = stop_script(("kube-apiserver.service", "haproxy.service"))
-    assert script.splitlines() == [
-        "if systemctl cat kube-apiserver.service >/dev/null 2>&1; then systemctl disable -q --now "
-        "kube-apiserver.service && echo kube-apiserver.service; fi",
-        "if systemctl cat haproxy.service >/dev/null 2>&1; then systemctl disable -q --now haproxy.service "
-        "&& echo haproxy.service; fi"]
+    r = subprocess.run(["sh", "-c", script], capture_output=True, text=True,
+                       env={**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"})
+    assert r.returncode == 0 and r.stdout.split() == ["kube-apiserver.service"], r
+    assert calls.read_text().splitlines() == [
+        "cat kube-apiserver.service", "disable -q --now kube-apiserver.service",
+        "reset-failed kube-apiserver.service", "cat haproxy.service"]
 
 
 # ---- cluster.yaml edited by lines

@@ -525,8 +525,11 @@ async def _connect(s: Session, m: Member) -> tuple[Transport | None, str]:
 
 
 def stop_script(units: tuple[str, ...]) -> str:
-    """Stop and disable each of `units` that exists on the host; print those."""
-    return "".join(f"if systemctl cat {u} >/dev/null 2>&1; then systemctl disable -q --now {u} && echo {u}; fi\n"
+    """Stop and disable each of `units` that exists on the host; print those. A unit whose
+    program exits non-zero on SIGTERM (kube-apiserver may, when its etcd member goes away
+    at once) is then `failed`: that state is cleared, since hardway stopped it on purpose."""
+    return "".join(f"if systemctl cat {u} >/dev/null 2>&1; then systemctl disable -q --now {u} && "
+                   f"{{ systemctl reset-failed {u} 2>/dev/null || true; }} && echo {u}; fi\n"
                    for u in map(shlex.quote, units))
 
 
