@@ -19,6 +19,7 @@ from pathlib import Path
 from .. import ports
 from ..clusterdir import ClusterDir
 from ..errors import OperationError
+from ..pki.rotation import trust_paths
 from ..spec.model import ClusterSpec
 
 ETCD_CLIENT_PORT = ports.port("etcd-client")
@@ -26,15 +27,16 @@ ETCD_CLIENT_PORT = ports.port("etcd-client")
 
 @dataclass(frozen=True)
 class Identity:
-    """A client certificate and the CA bundle that verifies the server."""
+    """A client certificate and the CA files that verify the server (two during a CA rotation)."""
 
-    cafile: Path
+    cafiles: tuple[Path, ...]
     cert: Path
     key: Path
 
     def context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-        ctx.load_verify_locations(cafile=str(self.cafile))
+        for cafile in self.cafiles:
+            ctx.load_verify_locations(cafile=str(cafile))
         # In the root layout the nodes' CAs are intermediates; trust them as anchors.
         ctx.verify_flags |= getattr(ssl, "VERIFY_X509_PARTIAL_CHAIN", 0)
         ctx.load_cert_chain(str(self.cert), str(self.key))
@@ -42,7 +44,9 @@ class Identity:
 
 
 def identity(cd: ClusterDir, ca: str, client: str) -> Identity:
-    return Identity(cd.cert(ca), cd.cert(client), cd.key(client))
+    """`client`'s certificate, trusting what `ca`'s servers may present: during a rotation of
+    `ca` (pki/rotation.py) the old and the new CA, read when the identity is made."""
+    return Identity(tuple(trust_paths(cd, ca)), cd.cert(client), cd.key(client))
 
 
 def https_get(host: str, port: int, path: str, ident: Identity, timeout: float = 5,
