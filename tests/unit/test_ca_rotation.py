@@ -326,3 +326,17 @@ def test_pki_check_names_a_broken_rotation(cluster):
     assert any(p.startswith("ca.old: ") and "is not the key of" in p for p in check(cd, spec))
     cd.key("ca.old").unlink()
     assert any("needs it until its last step" in p for p in check(cd, spec))
+
+
+def test_an_identity_made_before_step_2_moved_the_new_ca_still_loads(cluster):
+    cd = cluster.cd
+    cluster.cut_at = "roll:1"
+    with pytest.raises(Cut):
+        api.pki_rotate_ca(cd.root, "ca")
+    ident = identity(cd, "ca", "admin")
+    assert [p.name for p in ident.cafiles] == ["ca.crt", "ca.next.crt"]
+    cd.cert("ca.next").rename(cd.pki / "moved.crt")  # as step 2 does, between the two reads
+    ident.context()
+    cd.cert("ca").unlink()
+    with pytest.raises(FileNotFoundError):
+        ident.context()

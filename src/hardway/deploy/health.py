@@ -35,8 +35,14 @@ class Identity:
 
     def context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-        for cafile in self.cafiles:
-            ctx.load_verify_locations(cafile=str(cafile))
+        for i, cafile in enumerate(self.cafiles):
+            try:
+                ctx.load_verify_locations(cafile=str(cafile))
+            except FileNotFoundError:
+                # A rotation's other CA that its step 2 just moved into the CA's own file
+                # (pki/rotation.py): read above. The CA's own file must be there.
+                if not i:
+                    raise
         # In the root layout the nodes' CAs are intermediates; trust them as anchors.
         ctx.verify_flags |= getattr(ssl, "VERIFY_X509_PARTIAL_CHAIN", 0)
         ctx.load_cert_chain(str(self.cert), str(self.key))
