@@ -21,14 +21,16 @@ from hardway.errors import UsageError
 from hardway.material import ensure_material, load_material
 from hardway.pki import rotation
 from hardway.pki.inspect import check
-from hardway.pki.profiles import certificate_plan
+from hardway.pki.profiles import certificate_plan, profiles_by_name
 from hardway.pki.store import cert_blocks
 from hardway.pki.verify import signed_by
 from hardway.render import render_cluster
+from hardway.render.certfiles import cert_files
 from hardway.render.control_plane import SIGNER_CRT, SIGNER_KEY
 from hardway.render.kubeconfig import client_certificate
 from hardway.render.lb import HAPROXY_CA
 from hardway.spec.load import load_spec
+from hardway.verify.certs import HostCerts, Judge, judge_host
 from tests.specs import make_spec
 from tests.unit.test_cli import hw, no_traceback
 from tests.unit.test_pki_lifecycle import snapshot as _snapshot
@@ -340,3 +342,24 @@ def test_an_identity_made_before_step_2_moved_the_new_ca_still_loads(cluster):
     cd.cert("ca").unlink()
     with pytest.raises(FileNotFoundError):
         ident.context()
+
+
+def test_verify_accepts_the_bundles_of_a_rotation_as_rolled_out(cluster, monkeypatch):
+    """`verify` reads every certificate file on each host: during each step, what that step's
+    `up` placed (a CA file holding two CAs) is judged rolled out, not "differs from DIR/pki"."""
+    cd, spec = cluster.cd, cluster.spec
+    verdicts = []
+
+    def roll(directory, progress, opts) -> None:
+        m = load_material(cd, spec)
+        j = Judge(cd, profiles_by_name(spec), m)
+        for name, bundle in render_cluster(spec, m).nodes.items():
+            expected = cert_files(bundle, m)
+            found = HostCerts({c.path: cert_blocks(bundle.files[c.path].content) if not c.kubeconfig else
+                               cert_blocks(client_certificate(bundle.files[c.path].content)) for c in expected},
+                              None)
+            verdicts.extend((name, c.name, c.ok, c.detail) for c in judge_host(name, expected, [], found, j))
+
+    monkeypatch.setattr(carotation, "roll", roll)
+    api.pki_rotate_ca(cd.root, "ca")
+    assert verdicts and all(ok for *_, ok, _d in verdicts), [v for v in verdicts if not v[2]][:5]
