@@ -363,3 +363,19 @@ def test_verify_accepts_the_bundles_of_a_rotation_as_rolled_out(cluster, monkeyp
     monkeypatch.setattr(carotation, "roll", roll)
     api.pki_rotate_ca(cd.root, "ca")
     assert verdicts and all(ok for *_, ok, _d in verdicts), [v for v in verdicts if not v[2]][:5]
+
+
+def test_cli_runs_the_rotation_and_says_what_it_did(cluster):
+    from click.testing import CliRunner
+
+    from hardway.cli.main import cli
+
+    r = CliRunner().invoke(cli, ["-C", str(cluster.cd.root), "pki", "rotate-ca", "ca", "--worker-batch", "2"])
+    assert r.exit_code == 0, r.output
+    new = load(cluster.cd.cert("ca").read_bytes())
+    assert "== step 3/4 switch:" in r.output
+    assert "ca rotated in " in r.output, r.output
+    assert ("9 certificate(s) reissued, 2 kubelet client certificate(s) renewed; "
+            f"the new ca (serial {new.serial_number:x}) is valid until {new.not_valid_after_utc:%Y-%m-%d}, "
+            "the old one is gone") in r.output, r.output
+    assert len(cluster.rolls) == 4
