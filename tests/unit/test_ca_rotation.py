@@ -330,18 +330,50 @@ def test_pki_check_names_a_broken_rotation(cluster):
     assert any("needs it until its last step" in p for p in check(cd, spec))
 
 
-def test_an_identity_made_before_step_2_moved_the_new_ca_still_loads(cluster):
+def test_a_client_reading_the_bundle_while_step_2_moves_the_cas_always_trusts_both(cluster, monkeypatch):
+    """The e2e writer once failed here: it listed ca.crt and ca.next.crt, then read ca.crt after
+    step 2 had made it the new CA (and ca.next was gone): the old CA, which every server still
+    presented, was nowhere. Whatever moves of step 2 happen between a client's listing and its
+    reads, the bundle it gets holds both CAs."""
     cd = cluster.cd
     cluster.cut_at = "roll:1"
     with pytest.raises(Cut):
         api.pki_rotate_ca(cd.root, "ca")
-    ident = identity(cd, "ca", "admin")
-    assert [p.name for p in ident.cafiles] == ["ca.crt", "ca.next.crt"]
-    cd.cert("ca.next").rename(cd.pki / "moved.crt")  # as step 2 does, between the two reads
-    ident.context()
+    old, new = cd.cert("ca").read_bytes(), cd.cert("ca.next").read_bytes()
+    start = {p.name: p.read_bytes() for p in cd.pki.glob("ca*")}
+    # step 2's moves, in _swap's order
+    moves = [lambda: cd.key("ca.old").write_bytes(cd.key("ca").read_bytes()),
+             lambda: cd.cert("ca.old").write_bytes(old),
+             lambda: cd.key("ca").write_bytes(cd.key("ca.next").read_bytes()),
+             lambda: cd.cert("ca").write_bytes(new),
+             lambda: cd.cert("ca.next").unlink(),
+             lambda: cd.key("ca.next").unlink()]
+    real = rotation.trust_names
+    for i in range(len(moves) + 1):
+        for j in range(i, len(moves) + 1):
+            for p in cd.pki.glob("ca.*"):
+                p.unlink()
+            for name, data in start.items():
+                (cd.pki / name).write_bytes(data)
+            for move in moves[:i]:
+                move()
+            pending = moves[i:j]
+
+            def listed(*a, pending=pending):
+                names = real(*a)
+                while pending:  # the moves land between this listing and the reads
+                    pending.pop(0)()
+                return names
+
+            monkeypatch.setattr(rotation, "trust_names", listed)
+            got = cert_blocks(rotation.trust_pem(cd, "ca"))
+            assert set(cert_blocks(old + new)) <= set(got), (i, j)
+            identity(cd, "ca", "admin").context()
+    monkeypatch.setattr(rotation, "trust_names", real)
     cd.cert("ca").unlink()
     with pytest.raises(FileNotFoundError):
-        ident.context()
+        identity(cd, "ca", "admin").context()
+
 
 
 def test_verify_accepts_the_bundles_of_a_rotation_as_rolled_out(cluster, monkeypatch):

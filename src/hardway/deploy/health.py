@@ -19,7 +19,7 @@ from pathlib import Path
 from .. import ports
 from ..clusterdir import ClusterDir
 from ..errors import OperationError
-from ..pki.rotation import trust_paths
+from ..pki.rotation import trust_paths, trust_pem
 from ..spec.model import ClusterSpec
 
 ETCD_CLIENT_PORT = ports.port("etcd-client")
@@ -27,22 +27,21 @@ ETCD_CLIENT_PORT = ports.port("etcd-client")
 
 @dataclass(frozen=True)
 class Identity:
-    """A client certificate and the CA files that verify the server (two during a CA rotation)."""
+    """A client certificate, and the CA that verifies the server: its file in DIR/pki, or during
+    a rotation of it (pki/rotation.py) the old and the new CA, read afresh for each context."""
 
-    cafiles: tuple[Path, ...]
+    cd: ClusterDir
+    ca: str
     cert: Path
     key: Path
 
+    @property
+    def cafiles(self) -> tuple[Path, ...]:
+        return tuple(trust_paths(self.cd, self.ca))
+
     def context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-        for i, cafile in enumerate(self.cafiles):
-            try:
-                ctx.load_verify_locations(cafile=str(cafile))
-            except FileNotFoundError:
-                # A rotation's other CA that its step 2 just moved into the CA's own file
-                # (pki/rotation.py): read above. The CA's own file must be there.
-                if not i:
-                    raise
+        ctx.load_verify_locations(cadata=trust_pem(self.cd, self.ca).decode(errors="replace"))
         # In the root layout the nodes' CAs are intermediates; trust them as anchors.
         ctx.verify_flags |= getattr(ssl, "VERIFY_X509_PARTIAL_CHAIN", 0)
         ctx.load_cert_chain(str(self.cert), str(self.key))
@@ -50,9 +49,8 @@ class Identity:
 
 
 def identity(cd: ClusterDir, ca: str, client: str) -> Identity:
-    """`client`'s certificate, trusting what `ca`'s servers may present: during a rotation of
-    `ca` (pki/rotation.py) the old and the new CA, read when the identity is made."""
-    return Identity(tuple(trust_paths(cd, ca)), cd.cert(client), cd.key(client))
+    """`client`'s certificate, trusting what `ca`'s servers may present."""
+    return Identity(cd, ca, cd.cert(client), cd.key(client))
 
 
 def https_get(host: str, port: int, path: str, ident: Identity, timeout: float = 5,

@@ -98,6 +98,27 @@ def trust_paths(cd: ClusterDir, ca: str) -> list[Path]:
     return [cd.cert(n) for n in trust_names(cd, ca, load_rotation(cd))]
 
 
+TRUST_READS = 5
+
+
+def trust_pem(cd: ClusterDir, ca: str) -> bytes:
+    """`ca`'s bundle as DIR/pki holds it now, read consistently while another process may be
+    rotating it: step 2 moves the CAs between files (the old one copied to NAME.old first, then
+    NAME.crt becomes the new one, then NAME.next goes). Listing the files, then reading them,
+    could pair a list made before the move with contents read after it (the new CA twice, the
+    old one nowhere), so the files are listed again after the reads and read again when the
+    list changed. A missing CA file raises FileNotFoundError, as reading it would."""
+    for _ in range(TRUST_READS):
+        names = trust_names(cd, ca, load_rotation(cd))
+        try:
+            data = [cd.cert(n).read_bytes() for n in names]
+        except FileNotFoundError:
+            continue
+        if trust_names(cd, ca, load_rotation(cd)) == names:
+            return b"".join(data)
+    return b"".join(p.read_bytes() for p in trust_paths(cd, ca))
+
+
 def signer_name(cd: ClusterDir, r: CaRotation | None) -> str | None:
     """The CA the controller manager signs CSRs with (kubelet client certificates), as a file
     stem in DIR/pki, when it cannot be ca.crt/ca.key on the nodes: while `ca`'s bundle there
@@ -111,4 +132,4 @@ def signer_name(cd: ClusterDir, r: CaRotation | None) -> str | None:
 
 
 __all__ = ["ROTATABLE", "STEP_NAMES", "CaRotation", "load_rotation", "next_name", "old_name", "record_path",
-           "save_rotation", "signer_name", "trust_names", "trust_paths"]
+           "save_rotation", "signer_name", "trust_names", "trust_paths", "trust_pem"]
