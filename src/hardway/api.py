@@ -57,7 +57,7 @@ def pki_renew(directory: str | Path = ".", names: tuple[str, ...] = (), every: b
     """Reissue leaf certificates `names` (or with `every` all of them) for their keys (a new key
     with `new_key`), valid `validity_days` (default: the spec's); the kubeconfigs embedding them
     are rewritten; the next `up` rolls them out (renewal.RenewReport says where and what it
-    restarts). A CA is refused (exit 2): CA rotation is not implemented."""
+    restarts). A CA is refused (exit 2): `pki_rotate_ca` replaces one."""
     from .renewal import renew
     cd = ClusterDir.at(directory)
     spec = validate(directory).spec
@@ -121,6 +121,17 @@ def secrets_rotate(directory: str | Path = ".", progress=lambda _m: None, timeou
     from .deploy.hosts import Options
     from .keyrotation import rotate
     return rotate(directory, progress, Options(timeout, parallel, local, False, worker_batch), dry_run)
+
+
+def pki_rotate_ca(directory: str | Path = ".", ca: str = "ca", progress=lambda _m: None, timeout: float = 300,
+                  parallel: int = 16, local: tuple[str, ...] = (), worker_batch: int = 1):
+    """Rotate CA `ca` (ca, etcd-ca or front-proxy-ca), or finish its rotation cut off before
+    (carotation.py): trust old and new, `up`; every leaf reissued by the new one, `up`; the
+    controller manager signs with it, `up`, kubelets renew their client certificates; the old
+    one dropped, `up`. Flat layout only (exit 2 for `pki.layout: root`)."""
+    from .carotation import rotate_ca
+    from .deploy.hosts import Options
+    return rotate_ca(directory, ca, progress, Options(timeout, parallel, local, False, worker_batch))
 
 
 def diff(directory: str | Path = ".", progress=lambda _m: None, parallel: int = 16,

@@ -2,6 +2,7 @@
 
     DIR/cluster.yaml        the spec (the user edits it)
     DIR/pki/NAME.crt|key    certificates and keys (keys 0600); sa.key/sa.pub
+    DIR/pki/ca-rotation     the steps done of a CA rotation under way, with NAME.next|old.* (pki/rotation.py)
     DIR/kubeconfigs/*.kubeconfig
     DIR/secrets/encryption-key   (and vrrp-password with keepalived): see cluster_secrets.py
     DIR/secrets/encryption-rotation   the steps done of a key rotation under way (keyrotation.py)

@@ -18,6 +18,7 @@ from .cluster_secrets import SECRET_MODE, EncryptionKey, needed, parse_keys, rea
 from .clusterdir import ClusterDir
 from .errors import OperationError, UsageError
 from .fsio import all_or_nothing, write_atomic
+from .pki import rotation
 from .pki.ensure import PkiReport, StalePki, ensure_pki
 from .pki.profiles import SERVICE_ACCOUNT, certificate_plan
 from .spec.model import ClusterSpec
@@ -31,9 +32,20 @@ class Material:
     encryption_keys: tuple[EncryptionKey, ...]  # the write key first, then read-only ones
     vrrp_password: str = ""  # keepalived's, when the spec has that load balancer
     etcd_token: str = ""  # set by `hardway etcd restore`; "": derived (render/etcd.py cluster_token)
+    # A CA's bundle on the nodes and in kubeconfigs, where it is more than the CA itself: during
+    # a rotation (pki/rotation.py), the old and the new CA.
+    bundles: Mapping[str, bytes] = field(default_factory=dict)
+    # The controller manager's CSR signer (certificate, key) where it cannot read ca.crt/ca.key
+    # (a bundle of two during a rotation of `ca`); None: ca.crt/ca.key.
+    signer: tuple[bytes, bytes] | None = None
 
     def cert(self, name: str) -> bytes:
         return self.certs[name]
+
+    def trust(self, name: str) -> bytes:
+        """What trusts CA `name`'s certificates (a CA file on a node, a kubeconfig's
+        certificate-authority-data): the CA itself, or the bundle of a rotation under way."""
+        return self.bundles.get(name) or self.certs[name]
 
     def key(self, name: str) -> bytes:
         return self.keys[name]
@@ -112,13 +124,27 @@ def load_material(cd: ClusterDir, spec: ClusterSpec) -> Material:
     keys[SERVICE_ACCOUNT] = read(cd.key(SERVICE_ACCOUNT))
     sa_pub = read(cd.pki / f"{SERVICE_ACCOUNT}.pub")
     secrets, problems = read_secrets(cd, spec)
+    bundles, signer = _rotation_material(cd, read)
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         problems.insert(0, f"missing in {cd.root}: {shown}; run `hardway pki init` first")
     token = read_etcd_token(cd, problems)
     if problems:
         raise OperationError("\n".join(problems))
-    return Material(certs, keys, sa_pub, parse_keys(secrets["encryption-key"])[0], secrets.get("vrrp-password", ""), token)
+    return Material(certs, keys, sa_pub, parse_keys(secrets["encryption-key"])[0], secrets.get("vrrp-password", ""),
+                    token, bundles, signer)
+
+
+def _rotation_material(cd: ClusterDir, read) -> tuple[dict[str, bytes], tuple[bytes, bytes] | None]:
+    """The bundles and the signer of a CA rotation under way (pki/rotation.py); none without one."""
+    r = rotation.load_rotation(cd)
+    if r is None:
+        return {}, None
+    names = rotation.trust_names(cd, r.ca, r)
+    bundles = {r.ca: b"".join(read(cd.cert(n)) for n in names)} if len(names) > 1 else {}
+    signer_name = rotation.signer_name(cd, r)
+    signer = (read(cd.cert(signer_name)), read(cd.key(signer_name))) if signer_name else None
+    return bundles, signer
 
 
 # What `hardway etcd restore` writes (deploy/etcd_backup.py new_token): one systemd word, no quoting.

@@ -47,7 +47,7 @@ def renew(cd: ClusterDir, spec: ClusterSpec, names: tuple[str, ...] = (), every:
           now: dt.datetime | None = None) -> RenewReport:
     """Reissue `names` (or with `every` each leaf). Exit 2 for a CA, `sa`, an unknown name or
     a --validity-days out of range, before anything is written."""
-    targets = renewable(spec, names, every)
+    targets = renewable(cd, spec, names, every)
     check_validity_days(validity_days)
     material = ensure_material(cd, spec, targets, keep_keys=not new_key, validity_days=validity_days, now=now)
     report = RenewReport(material)

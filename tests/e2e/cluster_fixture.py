@@ -191,16 +191,20 @@ _WRITERS = itertools.count()
 
 class Writer(threading.Thread):
     """Creates ConfigMaps through the LB, `rate` per second, a new TLS connection each (as many
-    independent clients would): every failure is kept with its reason."""
+    independent clients would): every failure is kept with its reason. `follow`: each
+    connection reads the admin identity and the CA bundle afresh from DIR/pki, as a client that
+    follows a CA rotation does (pki/rotation.py: both CAs trusted while it runs)."""
 
-    def __init__(self, spec, cd: ClusterDir, rate: float = 6.0) -> None:
+    def __init__(self, spec, cd: ClusterDir, rate: float = 6.0, follow: bool = False, prefix: str = "") -> None:
         super().__init__(daemon=True)
+        # Of the ConfigMaps' names: each writer its own, several write into one shared lab
+        # (tests/e2e/conftest.py).
+        self.prefix = prefix or f"w{next(_WRITERS)}-{int(time.time())}"
         self.host, self.port = str(spec.api_host), spec.api_port
+        self.cd, self.follow = cd, follow
         self.ctx = identity(cd, "ca", "admin").context()
         self.interval = 1 / rate
         self.stop = threading.Event()
-        # Each writer its own names: several write into one shared lab (tests/e2e/conftest.py).
-        self.prefix = f"w{next(_WRITERS)}-{int(time.time())}"
         self.created: list[str] = []
         self.failures: list[str] = []
         self.started = self.ended = 0.0
@@ -208,7 +212,11 @@ class Writer(threading.Thread):
     def write(self, name: str) -> str | None:
         body = json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
                            "data": {"k": "v"}})
-        conn = http.client.HTTPSConnection(self.host, self.port, context=self.ctx, timeout=10)
+        try:
+            ctx = identity(self.cd, "ca", "admin").context() if self.follow else self.ctx
+        except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+            return f"reading the admin identity: {type(e).__name__}: {e}"
+        conn = http.client.HTTPSConnection(self.host, self.port, context=ctx, timeout=10)
         try:
             conn.request("POST", "/api/v1/namespaces/default/configmaps", body,
                          {"Content-Type": "application/json"})

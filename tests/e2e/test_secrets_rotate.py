@@ -3,6 +3,12 @@
 each on a new connection. No write may fail; every Secret keeps its data; afterwards etcd
 holds every Secret encrypted with the new key and none with key1; `verify --smoke` passes and
 a following `up` changes nothing. The tests share one rotation, made by the module fixture.
+
+Then, on the same cluster, `hardway pki rotate-ca ca` under a second writer that follows the
+rotation (it reads the admin identity and the CA bundle from DIR/pki for each connection): no
+write may fail, every ConfigMap is there, `verify` is healthy, every node Ready, kubectl works
+with the new admin kubeconfig, and every apiserver (and the LB) presents a certificate of the
+new CA, which a client trusting only the old CA refuses.
 """
 
 from __future__ import annotations
@@ -10,12 +16,23 @@ from __future__ import annotations
 import base64
 import json
 import re
+import socket
+import ssl
 import time
 from dataclasses import dataclass
 
 import pytest
+import yaml
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from hardway.clusterdir import ClusterDir
+from hardway.pki.store import cert_blocks
+from hardway.pki.verify import signed_by
+from hardway.render.kubeconfig import client_certificate
+from hardway.render.lb import HAPROXY_CA
+from hardway.render.worker import KUBELET_CLIENT_CURRENT
 from hardway.deploy.hosts import Options
 from hardway.verify.etcd_data import SECRETS, etcdctl_get
 from tests.e2e.cluster_fixture import LabCluster, Writer, figure, hw, log, touched
@@ -30,13 +47,19 @@ MADE = {("default", "rot-a"): "alpha", ("default", "rot-b"): "beta", (NS, "rot-c
 
 
 @dataclass
-class Rotated:
+class Run:
+    """A rotation run under a writer."""
+
     c: LabCluster
     rc: int
     stderr: str
     stdout: str
     seconds: float
     writer: Writer
+
+
+@dataclass
+class Rotated(Run):
     before: dict[str, bytes]  # /registry/secrets/... -> stored value, before the rotation
 
 
@@ -50,6 +73,23 @@ def kubectl_ok(c: LabCluster, *args: str) -> str:
     return r.stdout
 
 
+def under_writer(c: LabCluster, writer: Writer, *command: str, timeout: float = 2000):
+    """`hardway COMMAND` while `writer` writes through the LB: (its result, seconds, the writer)."""
+    writer.start()
+    time.sleep(3)  # writes flowing before the first restart
+    t = time.monotonic()
+    r = hw(c.dir, *command, timeout=timeout)
+    took = time.monotonic() - t
+    time.sleep(3)
+    writer.stop.set()
+    writer.join(30)
+    log(f"{' '.join(command)}: {took:.1f} s, exit {r.returncode}; writer: {len(writer.created)} writes at "
+        f"{writer.rate:.2f}/s, {len(writer.failures)} failed\n{r.stderr[-8000:]}\n{r.stdout}")
+    figure(f"ha: {' '.join(command)}", seconds=round(took, 1), writes=len(writer.created) + len(writer.failures),
+           rate_per_s=round(writer.rate, 2), failed=len(writer.failures), exit=r.returncode, **touched(r.stderr))
+    return r, took, writer
+
+
 @pytest.fixture(scope="module")
 def rotated(day2_ha):
     c = day2_ha
@@ -57,19 +97,7 @@ def rotated(day2_ha):
     for (ns, name), value in MADE.items():
         kubectl_ok(c, "-n", ns, "create", "secret", "generic", name, f"--from-literal=k={value}")
     before = stored(c)
-    writer = Writer(c.spec, ClusterDir(c.dir))
-    writer.start()
-    time.sleep(3)  # writes flowing before the first restart
-    t = time.monotonic()
-    r = hw(c.dir, "secrets", "rotate", timeout=1500)
-    took = time.monotonic() - t
-    time.sleep(3)
-    writer.stop.set()
-    writer.join(30)
-    log(f"secrets rotate: {took:.1f} s, exit {r.returncode}; writer: {len(writer.created)} writes at "
-        f"{writer.rate:.2f}/s, {len(writer.failures)} failed\n{r.stderr[-8000:]}\n{r.stdout}")
-    figure("ha: secrets rotate", seconds=round(took, 1), writes=len(writer.created) + len(writer.failures),
-           rate_per_s=round(writer.rate, 2), failed=len(writer.failures), exit=r.returncode, **touched(r.stderr))
+    r, took, writer = under_writer(c, Writer(c.spec, ClusterDir(c.dir)), "secrets", "rotate")
     yield Rotated(c, r.returncode, r.stderr, r.stdout, took, writer, before)
 
 
@@ -88,13 +116,18 @@ def test_the_rotation_succeeds_in_four_steps_rolling_the_apiservers(rotated):
     assert not cd.encryption_rotation.exists()
 
 
-def test_no_write_failed_during_the_rotation(rotated):
-    w = rotated.writer
+def no_write_failed(run: Run) -> None:
+    """The writer kept its rate, none of its writes failed, and every ConfigMap it made is there."""
+    w = run.writer
     assert w.rate >= 5, w.rate
     assert not w.failures, "\n".join(w.failures[:30])
-    names = set(kubectl_ok(rotated.c, "get", "configmaps", "-o", "name").split())
+    names = set(kubectl_ok(run.c, "get", "configmaps", "-o", "name").split())
     missing = [n for n in w.created if f"configmap/{n}" not in names]
     assert not missing, missing[:20]
+
+
+def test_no_write_failed_during_the_rotation(rotated):
+    no_write_failed(rotated)
 
 
 def test_every_secret_keeps_its_data(rotated):
@@ -125,4 +158,86 @@ def test_verify_smoke_passes(rotated):
 
 def test_a_following_up_changes_nothing(rotated):
     r = hw(rotated.c.dir, "up")
+    assert r.returncode == 0 and "done, nothing changed" in r.stderr, r.stderr[-2000:]
+
+
+# -- CA rotation, on the same cluster -------------------------------------------------------
+
+@dataclass
+class CaRotated(Run):
+    old_ca: x509.Certificate
+
+
+def served_cert(host: str, port: int) -> x509.Certificate:
+    """The certificate a TLS server presents, unverified (what it serves, not whether we trust it)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    with socket.create_connection((host, port), timeout=10) as sock, ctx.wrap_socket(sock) as tls:
+        return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+
+
+@pytest.fixture(scope="module")
+def ca_rotated(rotated):
+    c = rotated.c
+    cd = ClusterDir(c.dir)
+    old_ca = x509.load_pem_x509_certificate(cd.cert("ca").read_bytes())
+    # The writer follows the rotation: each connection reads DIR/pki's admin identity and bundle.
+    r, took, writer = under_writer(c, Writer(c.spec, cd, follow=True, prefix="ca-rot"), "pki", "rotate-ca", "ca")
+    return CaRotated(c, r.returncode, r.stderr, r.stdout, took, writer, old_ca)
+
+
+def test_ca_rotation_succeeds_in_four_steps_with_no_failed_write(ca_rotated):
+    r = ca_rotated
+    assert r.rc == 0, r.stderr[-4000:]
+    for i, step in enumerate(("trust", "reissue", "switch", "drop"), 1):
+        assert f"== step {i}/4 {step}:" in r.stderr
+    assert re.search(r"ca rotated in .*, 2 kubelet client certificate\(s\) renewed", r.stdout), r.stdout
+    no_write_failed(r)
+    cd = ClusterDir(r.c.dir)
+    assert not (cd.pki / "ca-rotation").exists() and not cd.cert("ca.old").exists() and not cd.key("ca.old").exists()
+
+
+def test_after_the_ca_rotation_everything_chains_to_the_new_ca_only(ca_rotated):
+    c, old = ca_rotated.c, ca_rotated.old_ca
+    cd = ClusterDir(c.dir)
+    new = x509.load_pem_x509_certificate(cd.cert("ca").read_bytes())
+    assert new.serial_number != old.serial_number
+    # kubectl with the new admin kubeconfig: only the new CA in it, a client certificate of it
+    doc = yaml.safe_load(cd.kubeconfig("admin").read_text())
+    ca_data = base64.b64decode(doc["clusters"][0]["cluster"]["certificate-authority-data"])
+    assert cert_blocks(ca_data) == cert_blocks(cd.cert("ca").read_bytes())
+    admin = x509.load_pem_x509_certificate(client_certificate(cd.kubeconfig("admin").read_bytes()))
+    assert signed_by(admin, new) and not signed_by(admin, old)
+    nodes = json.loads(kubectl_ok(c, "get", "nodes", "-o", "json"))["items"]
+    assert len(nodes) == len(c.spec.workers)
+    for n in nodes:
+        ready = [x for x in n["status"]["conditions"] if x["type"] == "Ready"]
+        assert ready and ready[0]["status"] == "True", (n["metadata"]["name"], ready)
+    # what every apiserver and the load balancer serve: the new CA's, not the old one's
+    targets = [(str(n.address), 6443) for n in c.spec.controllers] + [(str(c.spec.api_host), c.spec.api_port)]
+    for host, port in targets:
+        cert = served_cert(host, port)
+        assert signed_by(cert, new) and not signed_by(cert, old), (host, port)
+    # a client that trusts only the old CA is refused by the server's certificate
+    only_old = ssl.create_default_context(cadata=old.public_bytes(serialization.Encoding.PEM).decode())
+    only_old.check_hostname = False
+    with pytest.raises(ssl.SSLCertVerificationError):
+        with socket.create_connection(targets[0], timeout=10) as sock, only_old.wrap_socket(sock):
+            pass
+    # the kubelets' own client certificates: renewed by the new CA
+    for w in c.spec.workers:
+        pem = c.ok(w.name, f"cat {KUBELET_CLIENT_CURRENT}")
+        cert = x509.load_pem_x509_certificate(cert_blocks(pem.encode())[0])
+        assert signed_by(cert, new), w.name
+    # the CA files on the nodes: the new CA alone
+    for node, path in ((c.spec.controllers[0].name, "/etc/kubernetes/pki/ca.crt"),
+                       (c.spec.workers[0].name, "/etc/kubernetes/pki/ca.crt"),
+                       (c.spec.lb_node.name, HAPROXY_CA)):
+        assert cert_blocks(c.ok(node, f"cat {path}").encode()) == cert_blocks(cd.cert("ca").read_bytes()), (node, path)
+
+
+def test_verify_is_healthy_after_the_ca_rotation_and_up_changes_nothing(ca_rotated):
+    r = hw(ca_rotated.c.dir, "verify", timeout=900)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    r = hw(ca_rotated.c.dir, "up")
     assert r.returncode == 0 and "done, nothing changed" in r.stderr, r.stderr[-2000:]

@@ -113,3 +113,34 @@ def test_the_twin_anchors_exactly_what_the_cluster_ca_signs(tmp_path, key_type):
     assert verify("-CAfile", ca, apiserver).returncode != 0, "OpenSSL took a non-self-signed anchor"
     r = verify("-CAfile", str(cd.cert("root-ca")), "-untrusted", etcd_ca, etcd_server)
     assert r.returncode == 0, "the root would let the etcd domain pass: " + r.stderr
+
+
+def test_a_rotation_bundle_of_two_cas_with_one_subject_verifies_both_generations(tmp_path, monkeypatch):
+    """During a CA rotation the old and the new CA share a subject (pki/rotation.py); OpenSSL
+    (HAProxy's ca-file, keepalived's curl) picks the one whose key signed, in either order."""
+    from hardway import api, carotation
+
+    api.init(tmp_path, preset="ha")
+    api.pki_init(tmp_path)
+    cd = ClusterDir(tmp_path)
+    old_leaf = tmp_path / "apiserver-old.crt"
+    old_leaf.write_bytes(cd.cert("apiserver").read_bytes())
+    checked = []
+
+    def roll(directory, progress, opts) -> None:
+        if not cd.cert("ca.old").exists():
+            return  # step 1: nothing of the new CA is presented yet
+        for order in (("ca", "ca.old"), ("ca.old", "ca")):
+            bundle = tmp_path / "bundle.crt"
+            bundle.write_bytes(b"".join(cd.cert(n).read_bytes() for n in order))
+            for leaf in (old_leaf, cd.cert("apiserver")):
+                r = openssl("verify", "-x509_strict", "-purpose", "sslserver", "-CAfile", str(bundle), str(leaf))
+                assert r.returncode == 0 and ": OK" in r.stdout, (order, leaf, r.stdout, r.stderr)
+                checked.append(leaf)
+        only_new = openssl("verify", "-CAfile", str(cd.cert("ca")), str(old_leaf))
+        assert only_new.returncode != 0  # the drop step's bundle refuses the old generation
+
+    monkeypatch.setattr(carotation, "roll", roll)
+    monkeypatch.setattr(carotation, "renew_kubelet_clients", lambda *a: [])
+    api.pki_rotate_ca(tmp_path, "ca")
+    assert len(checked) == 4 * 3  # steps reissue, switch and drop

@@ -122,7 +122,7 @@ def test_reissue_unknown_name(basic):
 
 
 def test_key_type_change_advises_keeping_the_cas_key_type_never_a_ca_reissue(basic):
-    """A CA keeps its key type (hardway cannot rotate a CA): the advice is the spec edit, and
+    """A CA keeps its key type (rotate-ca starts from a sound PKI): the advice is the spec edit, and
     the leaves under it wait for their CA instead of being reissued under it."""
     spec, cd, _ = basic
     spec2 = make_spec("basic", edit=lambda d: d["pki"].update(keyType="rsa-2048"))

@@ -138,11 +138,11 @@ def test_every_problem_names_host_profile_path_and_what_to_do(cluster):
     summary = checks.pop("controller-0: certificates")
     assert summary.ok and summary.detail.startswith("3 valid beyond 30 day(s)")  # ca, etcd-ca, front-proxy-ca
     assert len(checks) == 7 and all(not x.ok and x.detail.startswith("expired on ") for x in checks.values())
-    # a CA about to end points at CA rotation, not at renew
+    # a CA about to end points at `pki rotate-ca`, not at renew
     j = Judge(cd, j.profiles, material, 30, dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=3640))
     ca = {x.name: x for x in judge_host("controller-0", expected, [], host, j)}[
         "controller-0: certificate ca (/etc/kubernetes/pki/ca.crt)"]
-    assert not ca.ok and ca.detail.startswith("expires in ") and "CA rotation" in ca.detail
+    assert not ca.ok and ca.detail.startswith("expires in ") and "pki rotate-ca ca`" in ca.detail
 
 
 def test_expiring_differing_and_rotated_certificates(cluster):

@@ -120,7 +120,7 @@ def pki_init(directory: Path, reissue: tuple[str, ...]) -> None:
                    "never past its CA's end.")
 def pki_renew(directory: Path, names: tuple[str, ...], every: bool, new_key: bool, validity_days: int | None) -> None:
     """Reissue leaf certificates (and the kubeconfigs embedding them); `hardway up` then rolls
-    them out. CAs are refused: CA rotation is not implemented."""
+    them out. CAs are refused: `pki rotate-ca` replaces a CA."""
     _warn(api.validate(directory).warnings)
     report = api.pki_renew(directory, names, every, new_key, validity_days)
     for name, end in report.renewed.items():
@@ -207,7 +207,7 @@ from .artifacts import artifacts as _artifacts  # noqa: E402
 from .etcd import etcd as _etcd  # noqa: E402
 from .lab import lab as _lab  # noqa: E402
 from . import cluster as _cluster  # noqa: E402,F401  (registers up, diff, verify, kubectl)
-from . import secrets as _secrets  # noqa: E402,F401  (registers secrets rotate)
+from . import secrets as _secrets  # noqa: E402,F401  (registers secrets rotate, pki rotate-ca)
 from . import node as _node  # noqa: E402,F401  (registers node remove)
 
 cli.add_command(_artifacts)

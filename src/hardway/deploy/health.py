@@ -19,6 +19,7 @@ from pathlib import Path
 from .. import ports
 from ..clusterdir import ClusterDir
 from ..errors import OperationError
+from ..pki.rotation import trust_paths, trust_pem
 from ..spec.model import ClusterSpec
 
 ETCD_CLIENT_PORT = ports.port("etcd-client")
@@ -26,15 +27,21 @@ ETCD_CLIENT_PORT = ports.port("etcd-client")
 
 @dataclass(frozen=True)
 class Identity:
-    """A client certificate and the CA bundle that verifies the server."""
+    """A client certificate, and the CA that verifies the server: its file in DIR/pki, or during
+    a rotation of it (pki/rotation.py) the old and the new CA, read afresh for each context."""
 
-    cafile: Path
+    cd: ClusterDir
+    ca: str
     cert: Path
     key: Path
 
+    @property
+    def cafiles(self) -> tuple[Path, ...]:
+        return tuple(trust_paths(self.cd, self.ca))
+
     def context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-        ctx.load_verify_locations(cafile=str(self.cafile))
+        ctx.load_verify_locations(cadata=trust_pem(self.cd, self.ca).decode(errors="replace"))
         # In the root layout the nodes' CAs are intermediates; trust them as anchors.
         ctx.verify_flags |= getattr(ssl, "VERIFY_X509_PARTIAL_CHAIN", 0)
         ctx.load_cert_chain(str(self.cert), str(self.key))
@@ -42,7 +49,8 @@ class Identity:
 
 
 def identity(cd: ClusterDir, ca: str, client: str) -> Identity:
-    return Identity(cd.cert(ca), cd.cert(client), cd.key(client))
+    """`client`'s certificate, trusting what `ca`'s servers may present."""
+    return Identity(cd, ca, cd.cert(client), cd.key(client))
 
 
 def https_get(host: str, port: int, path: str, ident: Identity, timeout: float = 5,

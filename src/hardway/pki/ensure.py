@@ -24,6 +24,7 @@ from ..errors import OperationError, UsageError
 from ..spec.model import ClusterSpec
 from . import store
 from .issue import PrivateKey, build_certificate, build_twin, generate_key, key_type_of
+from .rotation import ROTATABLE
 from .profiles import ROOT_CA, SERVICE_ACCOUNT, CertProfile, certificate_plan
 from .verify import Difference, Why, differences
 
@@ -79,20 +80,24 @@ def renew_command(cd: ClusterDir, *args: str) -> str:
     return " ".join(["hardway", "-C", shlex.quote(str(cd.root)), "pki", "renew", *args])
 
 
-# CA rotation (trust both CAs, reissue every leaf, switch signers, drop the old CA) is not built:
-# a CA is never reissued in place, since every node, certificate and kubeconfig trusts it.
-CA_ROTATION = ("CA rotation (`hardway pki rotate-ca`) is not implemented yet: a CA is never reissued "
-               "in place, since every node, certificate and kubeconfig trusts it")
+def ca_rotation_advice(cd: ClusterDir, profile: CertProfile) -> str:
+    """How a CA is replaced: never reissued in place (every node, certificate and kubeconfig
+    trusts it), but rotated (carotation.py: trust both, reissue, switch, drop), where built."""
+    if profile.name in ROTATABLE and profile.issuer is None and not profile.twin_of:
+        return (f"replace it with `hardway -C {shlex.quote(str(cd.root))} pki rotate-ca {profile.name}` "
+                "(a new CA rolled out in four steps, each ending with `up`); a CA is never reissued in place")
+    return ("a CA is never reissued in place, and CA rotation (`hardway pki rotate-ca`) is built only for the "
+            f"flat layout's {', '.join(ROTATABLE)}: not for a root CA, its intermediates or a twin")
 
 
 def renew_advice(cd: ClusterDir, profile: CertProfile) -> str:
     """What to do about a certificate that expires soon."""
     if profile.is_ca:
-        return f"{profile.name} is a CA: {CA_ROTATION}"
+        return f"{profile.name} is a CA: {ca_rotation_advice(cd, profile)}"
     return f"renew it: `{renew_command(cd, profile.name)}`, then `hardway -C {shlex.quote(str(cd.root))} up`"
 
 
-def renewable(spec: ClusterSpec, names: tuple[str, ...], every: bool) -> tuple[str, ...]:
+def renewable(cd: ClusterDir, spec: ClusterSpec, names: tuple[str, ...], every: bool) -> tuple[str, ...]:
     """The leaves `pki renew` reissues: `names`, or with `every` all of them. Exit 2 for a CA
     (rotation is another procedure), the service-account key pair (no certificate, nothing
     expires), an unknown name, or neither names nor --all."""
@@ -114,22 +119,23 @@ def renewable(spec: ClusterSpec, names: tuple[str, ...], every: bool) -> tuple[s
             raise UsageError(f"pki renew {name}: no such certificate; leaves: {', '.join(leaves)}")
         if by_name[name].is_ca:
             what = f"the self-signed twin of {by_name[name].twin_of}" if by_name[name].twin_of else "a CA"
-            raise UsageError(f"pki renew {name}: {what}; `pki renew` reissues leaf certificates only. "
-                             f"{CA_ROTATION}")
+            raise UsageError(f"pki renew {name}: {what}; `pki renew` reissues leaf certificates only: "
+                             f"{ca_rotation_advice(cd, by_name[name])}")
     return tuple(dict.fromkeys(names))
 
 
 # What fixes a CA, by what differs, most fundamental first. A CA is never reissued (every node,
-# certificate and kubeconfig trusts it) and hardway cannot rotate one yet, so the fix is to
-# bring back the CA the cluster trusts, or to put the spec back the way the CA was made.
+# certificate and kubeconfig trusts it), and `pki rotate-ca` starts only from a sound PKI, so
+# the fix is to bring back the CA the cluster trusts, or to put the spec back the way the CA was made.
 _CA_FIXES: dict[Why, str] = {
     Why.key_mismatch: "{pair}",
     Why.issuer: "{crt} is not the one its issuer signed: restore {crt} and {key} from your backup of {root}",
     Why.names: "this is not the CA made for this cluster: undo the change to {spec} that renamed it "
                "(a root CA's name follows `name`), or restore {crt} and {key} from your backup of {root}",
     Why.sans: "restore {crt} and {key} from your backup of {root}",
-    Why.key_type: "a CA keeps the key type it was made with and hardway cannot rotate a CA yet: set "
-                  "`pki.keyType: {have}` back in {spec} (for new key types, start a new cluster directory)",
+    Why.key_type: "a CA keeps the key type it was made with: set `pki.keyType: {have}` back in {spec} "
+                  "(`pki rotate-ca` starts only from a PKI that matches the spec; for new key types, start "
+                  "a new cluster directory)",
 }
 
 

@@ -12,7 +12,7 @@ from ..cluster_secrets import SECRET_MODE, needed, read_secrets
 from ..clusterdir import ClusterDir
 from ..errors import OperationError
 from ..spec.model import ClusterSpec
-from . import store
+from . import rotation, store
 from .ensure import renew_advice
 from .expiry import MAX_WINDOW_DAYS, State, check_window, judge
 from .issue import key_type_of, public_pem
@@ -99,7 +99,36 @@ def check(cd: ClusterDir, spec: ClusterSpec, days: int = 30, now: dt.datetime | 
     for secret in needed(spec):
         problems += _mode_problems(cd.secret(secret.name), SECRET_MODE)
     problems += _mode_problems(cd.encryption_rotation, SECRET_MODE)
+    problems += _rotation_problems(cd)
     return problems
+
+
+def _rotation_problems(cd: ClusterDir) -> list[str]:
+    """A CA rotation under way (pki/rotation.py): its record readable and private, and the other
+    CA (the new one before step 2, the old one after) a sound pair. Its bundles are judged
+    nowhere else: the nodes trust both CAs until the last step."""
+    try:
+        r = rotation.load_rotation(cd)
+    except OperationError as e:
+        return [str(e)]
+    out = _mode_problems(rotation.record_path(cd), rotation.RECORD_MODE)
+    if r is None:
+        return out
+    for name in (rotation.next_name(r.ca), rotation.old_name(r.ca)):
+        try:
+            cert, key = store.load_cert(cd.cert(name)), store.load_key(cd.key(name), validate=True)
+        except OperationError as e:
+            out.append(str(e))
+            continue
+        if cert is None:
+            continue
+        if key is None:
+            out.append(f"{name}: {cd.key(name)} is missing (the rotation of {r.ca} needs it until its last step): "
+                       "restore it from your backup")
+        elif public_pem(cert.public_key()) != public_pem(key):  # type: ignore[arg-type]
+            out.append(f"{name}: {cd.key(name)} is not the key of {cd.cert(name)}: restore both from your backup")
+        out += _mode_problems(cd.key(name), 0o600)
+    return out
 
 
 def _mode_problems(path, want: int) -> list[str]:

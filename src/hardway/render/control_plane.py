@@ -16,7 +16,10 @@ from .etcd import etcd_servers
 CONTROLLER_MANAGER_CONF = f"{K8S}/controller-manager.conf"
 SCHEDULER_CONF = f"{K8S}/scheduler.conf"
 SCHEDULER_CONFIG = f"{K8S}/kube-scheduler.yaml"
-AUDIT_LOG_DIR = "/var/log/kubernetes"  # the apiserver creates it for its audit log
+AUDIT_LOG_DIR = "/var/log/kubernetes"
+# The controller manager's CSR signer while ca.crt is a bundle of two CAs (pki/rotation.py).
+SIGNER_CRT = f"{PKI}/ca-signer.crt"
+SIGNER_KEY = f"{PKI}/ca-signer.key"  # the apiserver creates it for its audit log
 
 # Certificates and keys each controller carries, by pki profile -> file stem in /etc/kubernetes/pki.
 _CONTROLLER_PKI = {
@@ -83,8 +86,10 @@ def apiserver_flags(spec: ClusterSpec, node: Node) -> list[str]:
     ])
 
 
-def controller_manager_flags(spec: ClusterSpec) -> list[str]:
+def controller_manager_flags(spec: ClusterSpec, own_signer: bool = False) -> list[str]:
+    """`own_signer`: sign CSRs with SIGNER_CRT/KEY instead of ca.crt/ca.key (a CA rotation)."""
     m = spec.minor
+    signer = (SIGNER_CRT, SIGNER_KEY) if own_signer else (f"{PKI}/ca.crt", f"{PKI}/ca.key")
     c = "kube-controller-manager"
     return flags(c, m, [
         ("--bind-address", ports.address(c)),
@@ -100,8 +105,8 @@ def controller_manager_flags(spec: ClusterSpec) -> list[str]:
         ("--cluster-name", spec.name),
         # Pod CIDRs are assigned by hardway (kubelet podCIDR + static routes), not allocated.
         ("--allocate-node-cidrs", False),
-        ("--cluster-signing-cert-file", f"{PKI}/ca.crt"),
-        ("--cluster-signing-key-file", f"{PKI}/ca.key"),
+        ("--cluster-signing-cert-file", signer[0]),
+        ("--cluster-signing-key-file", signer[1]),
         ("--root-ca-file", f"{PKI}/ca.crt"),
         ("--service-account-private-key-file", f"{PKI}/{SERVICE_ACCOUNT}.key"),
         ("--service-cluster-ip-range", spec.network.service_cidr),
@@ -160,13 +165,20 @@ def render_control_plane(
 ) -> None:
     pki_files = []
     for profile, stem in _CONTROLLER_PKI.items():
-        bundle.add(File(f"{PKI}/{stem}.crt", material.cert(profile)))
+        # A CA's file is its bundle: during a rotation, the old and the new CA.
+        bundle.add(File(f"{PKI}/{stem}.crt", material.trust(profile) if profile == "ca" else material.cert(profile)))
         pki_files.append(f"{PKI}/{stem}.crt")
         # Including ca.key: the controller manager's CSR signer needs it (kubelet
         # certificate rotation). It never goes to a worker.
         bundle.add(File(f"{PKI}/{stem}.key", material.key(profile), SECRET))
         pki_files.append(f"{PKI}/{stem}.key")
-    bundle.add(File(f"{PKI}/front-proxy-ca.crt", material.cert("front-proxy-ca")))
+    bundle.add(File(f"{PKI}/front-proxy-ca.crt", material.trust("front-proxy-ca")))
+    signer_files: tuple[str, ...] = ()
+    if material.signer is not None:
+        # The CSR signer reads exactly one certificate, and ca.crt holds two during a rotation.
+        bundle.add(File(SIGNER_CRT, material.signer[0]))
+        bundle.add(File(SIGNER_KEY, material.signer[1], SECRET))
+        signer_files = (SIGNER_CRT, SIGNER_KEY)
     bundle.add(File(f"{PKI}/{SERVICE_ACCOUNT}.key", material.key(SERVICE_ACCOUNT), SECRET))
     bundle.add(File(f"{PKI}/{SERVICE_ACCOUNT}.pub", material.sa_pub))
     bundle.add(File(ENCRYPTION_CONFIG, encryption_config(spec, material), SECRET))
@@ -192,11 +204,11 @@ def render_control_plane(
     )
     bundle.add_unit(
         Unit("kube-controller-manager.service", Phase.control_plane, restart_on=(
-            CONTROLLER_MANAGER_CONF, f"{PKI}/ca.key", f"{PKI}/{SERVICE_ACCOUNT}.key", *shared),
+            CONTROLLER_MANAGER_CONF, f"{PKI}/ca.key", f"{PKI}/{SERVICE_ACCOUNT}.key", *shared, *signer_files),
             data=(FLEX_VOLUME_DIR,)),
         systemd_unit(
             "Kubernetes controller manager (hardway)",
-            [f"{BIN}/kube-controller-manager", *controller_manager_flags(spec)],
+            [f"{BIN}/kube-controller-manager", *controller_manager_flags(spec, bool(signer_files))],
             service={"Restart": "on-failure", "RestartSec": "5"},
         ),
     )

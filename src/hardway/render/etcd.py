@@ -116,7 +116,7 @@ def etcd_flags(spec: ClusterSpec, member: Node) -> list[str]:
 def render_etcd(spec: ClusterSpec, member: Node, material: Material, bundle: Bundle,
                 membership: Membership = FOUNDERS) -> None:
     files = {
-        "ca.crt": (material.cert("etcd-ca"), 0o644),
+        "ca.crt": (material.trust("etcd-ca"), 0o644),
         "server.crt": (material.cert(f"etcd-server-{member.name}"), 0o644),
         "server.key": (material.key(f"etcd-server-{member.name}"), SECRET),
         "peer.crt": (material.cert(f"etcd-peer-{member.name}"), 0o644),

@@ -84,7 +84,7 @@ def client_certificate(content: bytes) -> bytes | None:
 def cluster_kubeconfigs(spec: ClusterSpec, material: Material) -> dict[str, bytes]:
     return {
         p.name: render_kubeconfig(
-            spec.name, p.server, material.cert("ca"), p.user, material.cert(p.name), material.key(p.name)
+            spec.name, p.server, material.trust("ca"), p.user, material.cert(p.name), material.key(p.name)
         )
         for p in kubeconfig_plan(spec)
     }

@@ -85,7 +85,7 @@ def haproxy_cfg(spec: ClusterSpec, bind: str) -> str:
 
 def _haproxy(spec: ClusterSpec, material: Material, bundle: Bundle, bind: str) -> None:
     bundle.add(File(HAPROXY_CFG, haproxy_cfg(spec, bind).encode()))
-    bundle.add(File(HAPROXY_CA, material.cert(openssl_anchor(spec))))
+    bundle.add(File(HAPROXY_CA, material.trust(openssl_anchor(spec))))
     bundle.add(File(HAPROXY_CRT, material.cert("healthcheck") + material.key("healthcheck"), SECRET))
     # socat: `up` and `verify` read HAProxy's stats socket with it (deploy/lbstats.py).
     bundle.packages += ["haproxy", "socat"]

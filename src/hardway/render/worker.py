@@ -213,7 +213,7 @@ def render_worker(
         bundle.add(File(path, content))
 
     kubelet_pki = {
-        f"{PKI}/ca.crt": (material.cert("ca"), 0o644),
+        f"{PKI}/ca.crt": (material.trust("ca"), 0o644),
         f"{KUBELET_DIR}/pki/kubelet.crt": (material.cert(f"kubelet-{node.name}"), 0o644),
         f"{KUBELET_DIR}/pki/kubelet.key": (material.key(f"kubelet-{node.name}"), SECRET),
     }
