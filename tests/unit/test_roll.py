@@ -4,6 +4,7 @@ what order, what each turn waits for, and where a failed turn stops the roll."""
 from __future__ import annotations
 
 import asyncio
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -154,3 +155,55 @@ def test_every_apiserver_restarts_before_any_controller_manager_or_scheduler():
     acts = [ln for ln in log if ln.startswith("activate")]
     assert acts[-1] == "activate controller-2 kube-controller-manager,kube-scheduler"
     assert acts[:3] == [f"activate {c} kube-apiserver" for c in ctl]
+
+
+class CrashingHost(Host):
+    """kube-proxy restarted into a crash loop: a new invocation, never active, NRestarts 4."""
+
+    async def run(self, script: str, input=None, timeout=None) -> Result:
+        if script.startswith("systemctl show -p Id -p InvocationID"):
+            units = script.split()[8:]
+            return Result(0, "\n\n".join(f"Id={u}\nInvocationID={self.node}-{self.generation}\nActiveState="
+                                         f"{'active' if self.generation == 0 else 'activating'}"
+                                         for u in units).encode(), b"")
+        if script.startswith("systemctl show -p Id -p ActiveState -p NRestarts"):
+            units = script.split()[7:]
+            return Result(0, "\n\n".join(f"Id={u}\nActiveState=activating\nNRestarts=4" for u in units).encode(), b"")
+        if "journalctl" in script:
+            return Result(0, b"--- kube-proxy.service: activating\nbroken on purpose\n", b"")
+        return Result(0, b"", b"")
+
+
+def test_a_unit_that_crash_loops_after_its_restart_stops_the_roll_at_once_with_its_journal():
+    s, log = session("basic", {"worker-0": ["kube-proxy.service"]})
+    s.t = {n: CrashingHost(n, log) for n in s.t}
+    s.opts.timeout = 60.0
+    t = time.monotonic()
+    with pytest.raises(roll.RollFailed) as e:
+        run_phase(s, log, Phase.worker)
+    msg = str(e.value)
+    assert "phase worker: the rolling restart stopped at worker-0" in msg
+    assert "kube-proxy.service keeps crashing" in msg and "broken on purpose" in msg
+    assert time.monotonic() - t < 30  # not the whole timeout
+
+
+def test_a_worker_whose_kubelet_did_not_restart_needs_no_fresh_node_status(monkeypatch):
+    """With node leases the kubelet posts an unchanged status only every few minutes: after a
+    kube-proxy restart alone, Ready as it stands is the answer; after a kubelet restart, a
+    status from before the restart is not."""
+    import datetime as dt
+    old = "2026-01-01T00:00:00Z"
+
+    class FakeApi:
+        def __init__(self, *_a) -> None:
+            pass
+
+        def get(self, _path):
+            return {"status": {"conditions": [{"type": "Ready", "status": "True", "lastHeartbeatTime": old}]}}
+
+    monkeypatch.setattr(roll, "Api", FakeApi)
+    s, _log = session("basic", {})
+    since = dt.datetime(2026, 6, 1, tzinfo=dt.timezone.utc)
+    assert asyncio.run(roll._node_ready_after(s, "worker-0", None)())[0] is True
+    ok, why = asyncio.run(roll._node_ready_after(s, "worker-0", since)())
+    assert not ok and "no status from the restarted kubelet" in why

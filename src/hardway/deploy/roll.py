@@ -135,6 +135,13 @@ def _restarted(s: Session, host: str, phase: Phase, before: dict[str, tuple[str,
     async def probe() -> tuple[bool, str]:
         now = await _invocations(s, host, phase, only)
         waiting = [u for u, (inv, state) in now.items() if inv == before.get(u, ("", ""))[0] or state != "active"]
+        if waiting:
+            # A unit that fails or crash-loops after its restart will not come good by itself:
+            # say so now instead of sitting out the timeout (`systemctl restart` resets NRestarts).
+            states = await act.unit_states(s.t[host], waiting)
+            bad = act.given_up(states, {u: (st, 0) for u, (st, _n) in states.items()})
+            if bad:
+                raise OperationError(f"{host}: " + "; ".join(bad.values()))
         return not waiting, f"{host}: not restarted yet: {', '.join(waiting)}"
     return probe
 
@@ -250,9 +257,11 @@ def _lb_ok(s: Session, host: str) -> Callable[[], Awaitable[tuple[bool, str]]]:
     return probe
 
 
-def _node_ready_after(s: Session, host: str, since: dt.datetime) -> Callable[[], Awaitable[tuple[bool, str]]]:
+def _node_ready_after(s: Session, host: str, since: dt.datetime | None) -> Callable[[], Awaitable[tuple[bool, str]]]:
     """The node Ready, as the kubelet reported after the restart (a status posted before it
-    says nothing about the restarted kubelet)."""
+    says nothing about the restarted kubelet). `since` None: the kubelet did not restart (only
+    kube-proxy, say), and with node leases it posts its status only every few minutes when
+    nothing changed, so Ready as it stands is the answer."""
     api = Api(s.p.spec, s.p.cd)
 
     async def probe() -> tuple[bool, str]:
@@ -263,7 +272,7 @@ def _node_ready_after(s: Session, host: str, since: dt.datetime) -> Callable[[],
         ready = next((c for c in node.get("status", {}).get("conditions", []) if c.get("type") == "Ready"), {})
         beat = ready.get("lastHeartbeatTime", "")
         try:
-            fresh = dt.datetime.fromisoformat(beat.replace("Z", "+00:00")) >= since
+            fresh = since is None or dt.datetime.fromisoformat(beat.replace("Z", "+00:00")) >= since
         except ValueError:
             fresh = False
         if ready.get("status") != "True":
@@ -329,9 +338,25 @@ ROLL: dict[Phase, RollStep] = {
                                   what="its apiserver /readyz and UP in every HAProxy"),
     Phase.load_balancer: RollStep(_nothing, lambda s, h, _t: _lb_ok(s, h),
                                   what="its HAProxy's view of every apiserver and the API through the LB"),
-    Phase.worker: RollStep(_drain_workers, lambda s, h, t: _node_ready_after(s, h, t), _uncordon,
-                           what="its node Ready, reported by the restarted kubelet"),
+    Phase.worker: RollStep(_drain_workers,
+                           lambda s, h, t: _node_ready_after(s, h, t if "kubelet.service" in s.plans[h].restarts
+                                                             else None),
+                           _uncordon, what="its node Ready (reported by the kubelet, if restarted)"),
 }
+
+
+async def _journals(s: Session, batch: list[str], phase: Phase, units: frozenset[str]) -> str:
+    """The state and journal tail of the units a failed turn restarted: what says why."""
+    parts = []
+    for h in batch:
+        here = _restarting_units(s, h, phase, units)
+        if not here:
+            continue
+        try:
+            parts.append(f"[{h}]\n" + await act.journal_tail(s.t[h], here))
+        except OperationError as e:  # the host itself is the problem: the error above says so
+            parts.append(f"[{h}] no journal: {e}")
+    return "\n".join(parts)
 
 
 def batches(hosts: list[str], size: int) -> list[list[str]]:
@@ -392,11 +417,13 @@ async def _roll(s: Session, phase: Phase, step: RollStep, units: frozenset[str],
             await step.after(s, batch)
             s.progress(f"  {'+'.join(batch)}: back in {time.monotonic() - t:.1f} s")
         except (OperationError, TimeoutError) as e:
+            journals = await _journals(s, batch, phase, units)
             raise RollFailed(
                 f"phase {phase.value}: the rolling restart stopped at {'+'.join(batch)} (turn {i + 1} of "
                 f"{len(turns)}): {e}" + (f"\nNot restarted yet (still on the previous configuration, their "
                                          f"new files in place; the next `hardway up` restarts them): "
-                                         f"{', '.join(rest)}" if rest else "")) from None
+                                         f"{', '.join(rest)}" if rest else "")
+                + (f"\n{journals}" if journals else "")) from None
 
 
 async def all_ready(s: Session) -> None:
