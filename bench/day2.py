@@ -36,7 +36,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="hardway-day2-") as tmp:
         figures = Path(tmp) / "figures.json"
         t = time.monotonic()
-        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "e2e",
                             *(f"tests/e2e/{m}.py" for m in MODULES)],
                            cwd=ROOT, env={**os.environ, FIGURES_ENV: str(figures)})
         took = time.monotonic() - t

@@ -130,6 +130,7 @@ def rebuilt_mirror(source: Path, target: Path, version: str, binaries: list[str]
         (target / where / f"{name}.sha256").write_text(hashlib.sha256(data).hexdigest())
 
 
+@pytest.mark.long  # a second full roll (~3 minutes): the renewal test covers the rolling itself
 def test_rebuilt_binaries_roll_in_the_version_skew_order_with_no_failed_write(cluster, mirror, tmp_path):  # noqa: F811
     """The upgrade machinery (deploy/upgrade.py) with the one Kubernetes version obtainable here:
     new kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and kube-proxy binaries."""

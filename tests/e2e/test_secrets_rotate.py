@@ -186,6 +186,7 @@ def ca_rotated(rotated):
     return CaRotated(c, r.returncode, r.stderr, r.stdout, took, writer, old_ca)
 
 
+@pytest.mark.long  # ~10 minutes: three full rolls (README: Tests)
 def test_ca_rotation_succeeds_in_four_steps_with_no_failed_write(ca_rotated):
     r = ca_rotated
     assert r.rc == 0, r.stderr[-4000:]
@@ -197,6 +198,7 @@ def test_ca_rotation_succeeds_in_four_steps_with_no_failed_write(ca_rotated):
     assert not (cd.pki / "ca-rotation").exists() and not cd.cert("ca.old").exists() and not cd.key("ca.old").exists()
 
 
+@pytest.mark.long  # ~10 minutes: three full rolls (README: Tests)
 def test_after_the_ca_rotation_everything_chains_to_the_new_ca_only(ca_rotated):
     c, old = ca_rotated.c, ca_rotated.old_ca
     cd = ClusterDir(c.dir)
@@ -236,6 +238,7 @@ def test_after_the_ca_rotation_everything_chains_to_the_new_ca_only(ca_rotated):
         assert cert_blocks(c.ok(node, f"cat {path}").encode()) == cert_blocks(cd.cert("ca").read_bytes()), (node, path)
 
 
+@pytest.mark.long  # ~10 minutes: three full rolls (README: Tests)
 def test_verify_is_healthy_after_the_ca_rotation_and_up_changes_nothing(ca_rotated):
     r = hw(ca_rotated.c.dir, "verify", timeout=900)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
