@@ -50,14 +50,16 @@ def pytest_runtest_teardown(item, nextitem):
             _open.pop(fixture).close()
 
 
-def _shared(tmp_path_factory, mirror, fixture: str, preset: str, lab):  # noqa: F811
+def _shared(tmp_path_factory, mirror, fixture: str, preset: str, lab, capture_last_worker: bool = False):  # noqa: F811
+    """`capture_last_worker`: that worker's state before the first `up` in `c.before`
+    (test_nodes removes it and compares)."""
     stack = ExitStack()
     _open[fixture] = stack
     try:
         c = stack.enter_context(lab_cluster(tmp_path_factory.mktemp(fixture) / "cluster", preset,
                                             lab.name, lab.octet, mirror))
         c.spec = load_spec(c.dir / "cluster.yaml").spec  # as `lab up` left it (the lab's SSH key)
-        if fixture == "day2_basic":  # the last worker as before hardway: test_nodes removes it
+        if capture_last_worker:
             c.before = capture(c, c.spec.workers[-1].name)
         t = time.monotonic()
         r = hw(c.dir, "up", timeout=1200)
@@ -71,7 +73,7 @@ def _shared(tmp_path_factory, mirror, fixture: str, preset: str, lab):  # noqa: 
 
 @pytest.fixture(scope="session")
 def day2_basic(tmp_path_factory, mirror):  # noqa: F811
-    yield from _shared(tmp_path_factory, mirror, "day2_basic", "basic", DAY2_BASIC)
+    yield from _shared(tmp_path_factory, mirror, "day2_basic", "basic", DAY2_BASIC, capture_last_worker=True)
 
 
 @pytest.fixture(scope="session")
